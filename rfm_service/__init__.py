@@ -1,0 +1,102 @@
+"""RFM customer segmentation service: the app factory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from .config import load_config
+from .extensions import db, migrate
+from .segments import load_rules
+
+MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
+
+
+class ConfigError(RuntimeError):
+    """Invalid configuration: the service refuses to start."""
+
+
+def create_app(
+    config: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Flask:
+    """Build the app. ``env`` defaults to ``os.environ``; ``config`` overrides it."""
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    configure(app, config, env)
+    register_extensions(app)
+    register_rules(app)
+    register_celery(app)
+    register_blueprints(app)
+    register_cli(app)
+    return app
+
+
+def configure(app: Flask, config: Mapping[str, Any] | None, env: Mapping[str, str] | None) -> None:
+    try:
+        app.config.update(load_config(app.instance_path, env))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    app.config.update(config or {})
+    if app.config["RFM_PROFILE"] == "production" and not app.config["SECRET_KEY"]:
+        raise ConfigError("SECRET_KEY must be set in the production profile")
+    if app.config["RFM_EXECUTOR"] not in ("thread", "celery"):
+        raise ConfigError("RFM_EXECUTOR must be 'thread' or 'celery'")
+
+
+def register_extensions(app: Flask) -> None:
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers go on while a calculation writes; busy_timeout makes a
+    # second writer wait instead of failing at once.
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+
+def register_rules(app: Flask) -> None:
+    from .segments import RuleError
+
+    try:
+        app.extensions["rfm_rules"] = load_rules(app.config["RFM_SEGMENT_RULES"])
+    except RuleError as exc:
+        raise ConfigError(f"invalid segment rules: {exc}") from None
+
+
+def register_celery(app: Flask) -> None:
+    from .celery_app import celery_init_app
+
+    try:
+        celery_init_app(app)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def register_blueprints(app: Flask) -> None:
+    from .health import bp as health_bp
+
+    app.register_blueprint(health_bp)
+    try:
+        from .api import register_api
+    except ImportError:  # the API lands in its own change
+        return
+    register_api(app)
+
+
+def register_cli(app: Flask) -> None:
+    from .cli import commands
+
+    for command in commands():
+        app.cli.add_command(command)

@@ -1,0 +1,150 @@
+"""The RFM engine: the only module that knows the RFM SQL (SPEC §2-3).
+
+One statement (CTEs ``customer_orders`` and ``rfm_with_scores``, ``NTILE(5)``
+with customer-id tie-breaks, a ``CASE`` generated from the rule table) runs
+inside the database. Results are written with ``INSERT ... SELECT`` and only
+small aggregates ever come back to Python.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, text
+
+from .segments import Rule, case_sql, segment_names
+from .timeutil import UTC, UTCDateTime
+
+# Per dialect: the latest counted order's UTC calendar date subtracted from
+# as_of in whole days, and the exact sum of amounts in cents. SQLite stores
+# NUMERIC as binary floats, so amounts are rounded to integer cents per row
+# before summing; PostgreSQL's numeric sum is exact already.
+_DIALECT_SQL = {
+    "postgresql": {
+        "recency": "CAST(:as_of AS DATE) - CAST(MAX(o.ordered_at) AT TIME ZONE 'UTC' AS DATE)",
+        "monetary_cents": "SUM(o.total_amount) * 100",
+    },
+    "sqlite": {
+        "recency": "CAST(julianday(:as_of) - julianday(date(MAX(o.ordered_at))) AS INTEGER)",
+        "monetary_cents": "SUM(CAST(ROUND(o.total_amount * 100) AS INTEGER))",
+    },
+}
+
+_SCORED_SQL = """
+WITH customer_orders AS (
+    SELECT o.customer_id AS customer_id,
+           {recency} AS recency_days,
+           COUNT(*) AS frequency,
+           {monetary_cents} AS monetary_cents
+    FROM orders o
+    WHERE o.ordered_at < :cutoff
+    GROUP BY o.customer_id
+),
+rfm_with_scores AS (
+    SELECT customer_id, recency_days, frequency, monetary_cents,
+           NTILE(5) OVER (ORDER BY recency_days DESC, customer_id ASC) AS recency_score,
+           NTILE(5) OVER (ORDER BY frequency ASC, customer_id ASC) AS frequency_score,
+           NTILE(5) OVER (ORDER BY monetary_cents ASC, customer_id ASC) AS monetary_score
+    FROM customer_orders
+)
+SELECT customer_id, recency_days, frequency, monetary_cents / 100.0 AS monetary,
+       recency_score, frequency_score, monetary_score,
+       {segment_case} AS segment
+FROM rfm_with_scores
+"""
+
+SCORE_COLUMNS = (
+    "customer_id, recency_days, frequency, monetary, "
+    "recency_score, frequency_score, monetary_score, segment"
+)
+
+
+def dialect_sql(dialect: str) -> dict[str, str]:
+    try:
+        return _DIALECT_SQL[dialect]
+    except KeyError:
+        raise ValueError(f"unsupported database dialect {dialect!r}") from None
+
+
+def cutoff_for(as_of: dt.date) -> dt.datetime:
+    """Orders strictly before the next UTC midnight count (SPEC §2)."""
+    return dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time(), tzinfo=UTC)
+
+
+def scored_select(
+    dialect: str, rules: Sequence[Rule], as_of: dt.date
+) -> tuple[str, dict[str, Any]]:
+    """The scoring statement (SELECT) and its bound parameters."""
+    segment_case, params = case_sql(
+        rules, "recency_score", "frequency_score", "monetary_score"
+    )
+    sql = _SCORED_SQL.format(segment_case=segment_case, **dialect_sql(dialect))
+    params.update(as_of=as_of.isoformat(), cutoff=cutoff_for(as_of))
+    return sql, params
+
+
+def _stmt(sql: str):
+    # The cutoff must be rendered exactly as stored timestamps are (text on SQLite).
+    return text(sql).bindparams(bindparam("cutoff", type_=UTCDateTime()))
+
+
+def tune_session(conn: Connection, work_mem: str, timeout_s: int) -> None:
+    """Transaction-local settings for the big statement (PostgreSQL only):
+    enough work_mem for the three NTILE sorts to stay in memory, and a
+    statement timeout so the database itself enforces the time limit."""
+    if conn.dialect.name != "postgresql":
+        return
+    conn.execute(text("SELECT set_config('work_mem', :v, true)"), {"v": work_mem})
+    conn.execute(
+        text("SELECT set_config('statement_timeout', :v, true)"), {"v": f"{timeout_s * 1000}"}
+    )
+
+
+def insert_scores(
+    conn: Connection,
+    run_id: int,
+    rules: Sequence[Rule],
+    as_of: dt.date,
+    calculated_at: dt.datetime,
+) -> int:
+    """Score every customer with counted orders into ``rfm_scores`` under
+    ``run_id``; returns the number of rows written."""
+    select_sql, params = scored_select(conn.dialect.name, rules, as_of)
+    sql = (
+        f"INSERT INTO rfm_scores (run_id, {SCORE_COLUMNS}, calculated_at) "
+        f"SELECT :run_id, {SCORE_COLUMNS}, :calculated_at FROM ({select_sql}) AS scored"
+    )
+    stmt = _stmt(sql).bindparams(bindparam("calculated_at", type_=UTCDateTime()))
+    result = conn.execute(stmt, {**params, "run_id": run_id, "calculated_at": calculated_at})
+    return result.rowcount
+
+
+def preview_counts(conn: Connection, rules: Sequence[Rule], as_of: dt.date) -> dict[str, int]:
+    """Per-segment counts the calculation would write (``--dry-run``)."""
+    select_sql, params = scored_select(conn.dialect.name, rules, as_of)
+    rows = conn.execute(
+        _stmt(f"SELECT segment, COUNT(*) FROM ({select_sql}) AS scored GROUP BY segment"),
+        params,
+    )
+    found = {segment: count for segment, count in rows}
+    return {name: int(found.get(name, 0)) for name in segment_names(rules)}
+
+
+def scored_rows(conn: Connection, rules: Sequence[Rule], as_of: dt.date) -> list[tuple]:
+    """All scored rows without writing them. For tests and small previews only:
+    it loads every customer into Python."""
+    select_sql, params = scored_select(conn.dialect.name, rules, as_of)
+    rows = conn.execute(_stmt(f"{select_sql} ORDER BY customer_id"), params)
+    return [tuple(row) for row in rows]
+
+
+def cents(value: Any) -> int:
+    return int((Decimal(str(value)) * 100).to_integral_value())
+
+
+def money(cents_value: int) -> str:
+    """Two-decimal string, as Django REST framework renders decimals."""
+    return str((Decimal(cents_value) / 100).quantize(Decimal("0.01")))

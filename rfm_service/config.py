@@ -1,0 +1,65 @@
+"""Configuration: documented defaults, overridden by environment variables.
+
+Read inside ``create_app`` (never at import), so tests can pass a mapping
+instead of touching the process environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PROFILES = ("embedded", "production")
+
+
+def normalise_database_url(url: str) -> str:
+    """A plain ``postgresql://`` or ``postgres://`` URL means the driver we
+    install (psycopg2); SQLAlchemy 2.1 would otherwise pick psycopg 3 and
+    rejects ``postgres://`` outright."""
+    for plain in ("postgres://", "postgresql://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg2://" + url[len(plain) :]
+    return url
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{key} must be an integer, got {raw!r}") from exc
+
+
+def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Build the app config from ``env`` (default: ``os.environ``).
+
+    Every key here is documented in the README's configuration table.
+    """
+    env = os.environ if env is None else env
+    profile = env.get("RFM_PROFILE", "embedded")
+    if profile not in PROFILES:
+        raise ValueError(f"RFM_PROFILE must be one of {', '.join(PROFILES)}, got {profile!r}")
+    default_db = "sqlite:///" + str(Path(instance_path) / "rfm.sqlite3")
+    embedded = profile == "embedded"
+    return {
+        "RFM_PROFILE": profile,
+        "SQLALCHEMY_DATABASE_URI": normalise_database_url(env.get("DATABASE_URL", default_db)),
+        "REDIS_URL": env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "SECRET_KEY": env.get("SECRET_KEY", "dev-only-not-secret" if embedded else ""),
+        # "thread" runs API-triggered calculations in-process (no Redis needed);
+        # "celery" sends them to the worker through Redis.
+        "RFM_EXECUTOR": env.get("RFM_EXECUTOR", "thread" if embedded else "celery"),
+        "RFM_SEGMENT_RULES": env.get("RFM_SEGMENT_RULES") or None,
+        "RFM_KEEP_RUNS": _int(env, "RFM_KEEP_RUNS", 12),
+        "RFM_WORK_MEM": env.get("RFM_WORK_MEM", "256MB"),
+        "RFM_TIME_LIMIT": _int(env, "RFM_TIME_LIMIT", 3600),
+        "RFM_QUEUED_TIMEOUT": _int(env, "RFM_QUEUED_TIMEOUT", 3600),
+        "RFM_SCHEDULE": env.get("RFM_SCHEDULE", "0 2 * * *"),
+        "FLOWER_BASIC_AUTH": env.get("FLOWER_BASIC_AUTH", ""),
+        "MAX_CONTENT_LENGTH": _int(env, "RFM_MAX_BODY_BYTES", 64 * 1024),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    }

@@ -1,0 +1,126 @@
+"""Typed models (SPEC §1). No commits here: callers own transactions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    SmallInteger,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .extensions import db
+from .timeutil import UTCDateTime, utcnow
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only gives INTEGER PRIMARY KEY columns an automatic rowid alias.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed")
+RUN_TRIGGERS = ("api", "cli", "schedule")
+
+
+class Customer(db.Model):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Order(db.Model):
+    __tablename__ = "orders"
+    __table_args__ = (
+        CheckConstraint("total_amount >= 0", name="total_amount_non_negative"),
+        # Serves the per-customer aggregate and "latest order" lookups.
+        Index("ix_orders_customer_id_ordered_at", "customer_id", "ordered_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), nullable=False
+    )
+    ordered_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)
+    total_amount: Mapped[Decimal] = mapped_column(Numeric(12, 2), nullable=False)
+
+
+class RFMRun(db.Model):
+    """A calculation job; its row is the status the API reports."""
+
+    __tablename__ = "rfm_runs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'running', 'succeeded', 'failed')", name="status_valid"
+        ),
+        CheckConstraint("trigger IN ('api', 'cli', 'schedule')", name="trigger_valid"),
+        # active_slot is 1 while queued/running, NULL otherwise; the unique
+        # constraint lets at most one run be active, across processes.
+        CheckConstraint("active_slot = 1", name="active_slot_is_one"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    trigger: Mapped[str] = mapped_column(String(16))
+    as_of: Mapped[dt.date] = mapped_column(Date)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    customers_scored: Mapped[int | None] = mapped_column(Integer)
+    segment_counts: Mapped[dict[str, int] | None] = mapped_column(JSONType)
+    statistics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    error: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    is_current: Mapped[bool] = mapped_column(default=False)
+    active_slot: Mapped[int | None] = mapped_column(SmallInteger, unique=True)
+
+
+# At most one current run: readers follow it to the complete result set.
+Index(
+    "uq_rfm_runs_one_current",
+    RFMRun.is_current,
+    unique=True,
+    postgresql_where=text("is_current"),
+    sqlite_where=text("is_current"),
+)
+
+
+class RFMScore(db.Model):
+    __tablename__ = "rfm_scores"
+    __table_args__ = (
+        CheckConstraint("recency_score BETWEEN 1 AND 5", name="recency_score_range"),
+        CheckConstraint("frequency_score BETWEEN 1 AND 5", name="frequency_score_range"),
+        CheckConstraint("monetary_score BETWEEN 1 AND 5", name="monetary_score_range"),
+        Index("ix_rfm_scores_run_id_segment_customer_id", "run_id", "segment", "customer_id"),
+    )
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("rfm_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    customer_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recency_days: Mapped[int] = mapped_column(Integer)
+    frequency: Mapped[int] = mapped_column(Integer)
+    monetary: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    recency_score: Mapped[int] = mapped_column(SmallInteger)
+    frequency_score: Mapped[int] = mapped_column(SmallInteger)
+    monetary_score: Mapped[int] = mapped_column(SmallInteger)
+    segment: Mapped[str] = mapped_column(String(64))
+    calculated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    @property
+    def rfm_score(self) -> str:
+        return f"{self.recency_score}{self.frequency_score}{self.monetary_score}"

@@ -1,0 +1,240 @@
+"""Run lifecycle: request a run, execute it under the lock, record the outcome.
+
+Every edge (HTTP view, Celery task, CLI, beat tick) comes through here.
+At most one run is *active* (queued or running): a unique ``active_slot``
+column makes a second request return the active run instead. At most one
+process *executes*: the calculation lock (``locks.py``). A run left
+``running`` by a dead process is recognised because its lock is free.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from . import calculation
+from .locks import calculation_lock, lock_is_free
+from .models import RFMRun, RFMScore
+from .segments import Rule
+from .statistics import compute_statistics
+from .timeutil import today_utc, utcnow
+
+runs = RFMRun.__table__
+scores = RFMScore.__table__
+RunRecord = dict[str, Any]
+
+
+class CalculationBusy(Exception):
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        super().__init__(f"a calculation is already running (run {run_id})")
+
+
+class InvalidAsOf(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    rules: Sequence[Rule]
+    work_mem: str = "256MB"
+    time_limit: int = 3600
+    keep_runs: int = 12
+    queued_timeout: int = 3600
+
+    @classmethod
+    def from_app(cls, app: Flask) -> RunSettings:
+        c = app.config
+        return cls(
+            rules=app.extensions["rfm_rules"],
+            work_mem=c["RFM_WORK_MEM"],
+            time_limit=c["RFM_TIME_LIMIT"],
+            keep_runs=max(c["RFM_KEEP_RUNS"], 2),  # readers may still hold the previous run
+            queued_timeout=c["RFM_QUEUED_TIMEOUT"],
+        )
+
+
+def check_as_of(as_of: dt.date | None) -> dt.date:
+    as_of = as_of or today_utc()
+    if not dt.date(1900, 1, 1) <= as_of <= dt.date(9999, 12, 30):
+        raise InvalidAsOf(f"as_of {as_of.isoformat()} is outside 1900-01-01 .. 9999-12-30")
+    return as_of
+
+
+def get_run(conn: Connection, run_id: int) -> RunRecord | None:
+    row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def get_run_by_id(engine: Engine, run_id: int) -> RunRecord | None:
+    with engine.connect() as conn:
+        return get_run(conn, run_id)
+
+
+def active_run(conn: Connection) -> RunRecord | None:
+    row = conn.execute(select(runs).where(runs.c.active_slot == 1)).mappings().first()
+    return dict(row) if row else None
+
+
+def _finish(conn: Connection, run_id: int, **values: Any) -> None:
+    conn.execute(
+        update(runs)
+        .where(runs.c.id == run_id)
+        .values(active_slot=None, finished_at=utcnow(), **values)
+    )
+
+
+def _stale_reason(engine: Engine, run: RunRecord, settings: RunSettings) -> str | None:
+    """Why an active run can be given up, or None while it is alive."""
+    if run["status"] == "running" and lock_is_free(engine):
+        return "the process running this calculation stopped before it finished"
+    waited = (utcnow() - run["created_at"]).total_seconds()
+    if run["status"] == "queued" and waited > settings.queued_timeout:
+        return f"no worker picked this run up within {settings.queued_timeout} s"
+    return None
+
+
+def request_run(
+    engine: Engine, settings: RunSettings, trigger: str, as_of: dt.date | None = None
+) -> tuple[RunRecord, bool]:
+    """Record a queued run; returns ``(run, True)``, or ``(active, False)``
+    when a run is queued or running already."""
+    as_of = check_as_of(as_of)
+    for _ in range(3):
+        with engine.connect() as conn:
+            try:
+                run_id = conn.execute(
+                    insert(runs)
+                    .values(
+                        status="queued",
+                        trigger=trigger,
+                        as_of=as_of,
+                        created_at=utcnow(),
+                        is_current=False,
+                        active_slot=1,
+                    )
+                    .returning(runs.c.id)
+                ).scalar_one()
+                conn.commit()
+                return get_run(conn, run_id) or {}, True
+            except IntegrityError:
+                conn.rollback()
+            active = active_run(conn)
+            if active is None:  # it finished between our insert and this read
+                continue
+            reason = _stale_reason(engine, active, settings)
+            if reason is None:
+                return active, False
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == active["id"], runs.c.active_slot == 1)
+                .values(status="failed", error=reason, active_slot=None, finished_at=utcnow())
+            )
+            conn.commit()
+    raise CalculationBusy(active["id"] if active else 0)
+
+
+def _error_text(exc: BaseException, settings: RunSettings) -> str:
+    if isinstance(exc, DBAPIError) and getattr(exc.orig, "pgcode", None) == "57014":
+        return f"the calculation exceeded its time limit of {settings.time_limit} s"
+    if type(exc).__name__ == "SoftTimeLimitExceeded":
+        return f"the calculation exceeded its time limit of {settings.time_limit} s"
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {detail[0] if detail else 'no detail'}"[:500]
+
+
+def _calculate(conn: Connection, run: RunRecord, settings: RunSettings) -> None:
+    """Write the run's scores and statistics and make it current, atomically."""
+    calculated_at = utcnow()
+    with conn.begin():
+        calculation.tune_session(conn, settings.work_mem, settings.time_limit)
+        scored = calculation.insert_scores(
+            conn, run["id"], settings.rules, run["as_of"], calculated_at
+        )
+        stats = compute_statistics(conn, run["id"], settings.rules, run["as_of"], calculated_at)
+        counts = {s["segment"]: s["customers"] for s in stats["segments"]}
+        conn.execute(update(runs).where(runs.c.is_current.is_(True)).values(is_current=False))
+        _finish(
+            conn,
+            run["id"],
+            status="succeeded",
+            is_current=True,
+            customers_scored=scored,
+            segment_counts=counts,
+            statistics=stats,
+        )
+
+
+def purge_old_scores(conn: Connection, keep_runs: int) -> None:
+    """Drop score rows older than the newest ``keep_runs`` succeeded runs
+    (the current one among them); the run rows stay as history."""
+    oldest_kept = conn.execute(
+        select(runs.c.id)
+        .where(runs.c.status == "succeeded")
+        .order_by(runs.c.id.desc())
+        .offset(keep_runs - 1)
+        .limit(1)
+    ).scalar()
+    if oldest_kept is not None:
+        conn.execute(delete(scores).where(scores.c.run_id < oldest_kept))
+    conn.commit()
+
+
+def execute_run(engine: Engine, settings: RunSettings, run_id: int) -> RunRecord:
+    """Run a queued run (or take over one whose process died). Safe to call
+    twice for the same run: a duplicate finds it finished, or the lock held."""
+    with engine.connect() as conn, calculation_lock(conn) as got:
+        run = get_run(conn, run_id)
+        if run is None:
+            raise LookupError(f"run {run_id} does not exist")
+        if not got or run["status"] in ("succeeded", "failed"):
+            return run
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == run_id)
+            .values(status="running", started_at=utcnow(), error=None,
+                    worker=f"{socket.gethostname()}:{os.getpid()}")
+        )
+        conn.commit()
+        try:
+            _calculate(conn, run, settings)
+        except BaseException as exc:
+            if conn.invalidated:
+                raise  # the connection is gone; the next request sees the run as stale
+            conn.rollback()
+            _finish(conn, run_id, status="failed", error=_error_text(exc, settings))
+            conn.commit()
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            purge_old_scores(conn, settings.keep_runs)
+        return get_run(conn, run_id) or run
+
+
+def calculate_now(
+    engine: Engine, settings: RunSettings, trigger: str, as_of: dt.date | None = None
+) -> RunRecord:
+    """Request and execute a run in this process (CLI); refuses when one is active."""
+    run, created = request_run(engine, settings, trigger, as_of)
+    if not created:
+        raise CalculationBusy(run["id"])
+    return execute_run(engine, settings, run["id"])
+
+
+def preview(engine: Engine, settings: RunSettings, as_of: dt.date | None) -> dict[str, int]:
+    """Per-segment counts a calculation would write; writes nothing."""
+    as_of = check_as_of(as_of)
+    with engine.connect() as conn:
+        try:
+            calculation.tune_session(conn, settings.work_mem, settings.time_limit)
+            return calculation.preview_counts(conn, settings.rules, as_of)
+        finally:
+            conn.rollback()

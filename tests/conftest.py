@@ -1,0 +1,134 @@
+"""Fixtures: a fresh PostgreSQL database per test session, a SQLite file,
+schema built by the migrations (so they are tested too), and per-test
+isolation by emptying the tables.
+
+Engine tests take the ``app`` fixture, which runs each test on both
+backends. ``pg_app`` / ``sqlite_app`` pick one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_migrate import upgrade
+
+from rfm_service import create_app
+from rfm_service.extensions import db
+from rfm_service.models import Customer, Order
+
+PG_ADMIN_URL = os.environ.get(
+    "RFM_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+TABLES = ("rfm_scores", "rfm_runs", "orders", "customers")
+
+
+def make_app(url: str, **config: Any) -> Flask:
+    # env={}: the machine's environment must not leak into tests.
+    return create_app(
+        {"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, "RFM_EXECUTOR": "thread", **config},
+        env={},
+    )
+
+
+def _migrate(url: str) -> None:
+    app = make_app(url)
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    name = f"rfm_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        _migrate(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'rfm.sqlite3'}"
+    _migrate(url)
+    return url
+
+
+def empty_tables(app: Flask) -> None:
+    with app.app_context(), db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in TABLES:
+                conn.execute(sa.text(f"DELETE FROM {table}"))
+
+
+def _app_for(url: str) -> Iterator[Flask]:
+    app = make_app(url)
+    empty_tables(app)
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app(request: pytest.FixtureRequest) -> Iterator[Flask]:
+    """The same test on SQLite and on PostgreSQL."""
+    url = request.getfixturevalue(f"{request.param}_url" if request.param == "sqlite" else "pg_url")
+    yield from _app_for(url)
+
+
+@pytest.fixture
+def pg_app(pg_url: str) -> Iterator[Flask]:
+    yield from _app_for(pg_url)
+
+
+@pytest.fixture
+def sqlite_app(sqlite_url: str) -> Iterator[Flask]:
+    yield from _app_for(sqlite_url)
+
+
+@pytest.fixture
+def client(app: Flask):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask):
+    return app.test_cli_runner()
+
+
+OrderRow = tuple[int, dt.datetime, Decimal | str]
+
+
+def add_orders(app: Flask, orders: Iterable[OrderRow], extra_customers: Iterable[int] = ()) -> None:
+    """Insert ``(customer_id, ordered_at, amount)`` rows, creating customers."""
+    orders = list(orders)
+    ids = sorted({o[0] for o in orders} | set(extra_customers))
+    with app.app_context():
+        db.session.execute(
+            sa.insert(Customer), [{"id": i, "name": f"Customer {i}"} for i in ids]
+        )
+        if orders:
+            db.session.execute(
+                sa.insert(Order),
+                [
+                    {"customer_id": c, "ordered_at": at, "total_amount": Decimal(str(amount))}
+                    for c, at, amount in orders
+                ],
+            )
+        db.session.commit()
