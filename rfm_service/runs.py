@@ -84,6 +84,11 @@ def active_run(conn: Connection) -> RunRecord | None:
     return dict(row) if row else None
 
 
+def active_run_by_engine(engine: Engine) -> RunRecord | None:
+    with engine.connect() as conn:
+        return active_run(conn)
+
+
 def _finish(conn: Connection, run_id: int, **values: Any) -> None:
     conn.execute(
         update(runs)

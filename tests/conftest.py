@@ -120,9 +120,10 @@ def add_orders(app: Flask, orders: Iterable[OrderRow], extra_customers: Iterable
     orders = list(orders)
     ids = sorted({o[0] for o in orders} | set(extra_customers))
     with app.app_context():
-        db.session.execute(
-            sa.insert(Customer), [{"id": i, "name": f"Customer {i}"} for i in ids]
-        )
+        if ids:  # an empty parameter list would insert one default row
+            db.session.execute(
+                sa.insert(Customer), [{"id": i, "name": f"Customer {i}"} for i in ids]
+            )
         if orders:
             db.session.execute(
                 sa.insert(Order),

@@ -1,0 +1,106 @@
+"""Every error the service answers is ``{"detail": "..."}`` (SPEC §4).
+
+flask-smorest registers one handler for all ``HTTPException``s (so Flask's
+404/405/413 too, and the 500 Flask makes from an unhandled exception);
+``RFMApi`` overrides it. Validation errors from webargs become a 400 whose
+one-line detail names the field. Domain exceptions from the run service map
+to statuses here, so views stay free of try/except.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+import marshmallow as ma
+from flask import Flask, Response, jsonify
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException, InternalServerError, abort
+
+from .. import runs
+from ..executor import ExecutorUnavailable
+
+# Where webargs found a bad value, as a user would name it.
+_LOCATION_NAMES = {"json": "request body", "query": "query string", "view_args": "path"}
+
+
+class DetailSchema(ma.Schema):
+    detail = ma.fields.String(required=True, metadata={"example": "Invalid page."})
+
+
+def fail(status: int, detail: str) -> NoReturn:
+    """Abort the request with ``{"detail": detail}``."""
+    abort(status, description=detail)
+
+
+def _flatten(messages: Any, field: str | None, whole: str) -> list[str]:
+    """``{"page": ["Must be ..."]}`` -> ``["page: Must be ..."]``, nested too;
+    messages about the whole object (``_schema``, or a bare list) say ``whole``."""
+    if isinstance(messages, Mapping):
+        out: list[str] = []
+        for key, value in messages.items():
+            if key == "_schema":
+                out.extend(_flatten(value, field, whole))
+            else:
+                out.extend(_flatten(value, f"{field}.{key}" if field else str(key), whole))
+        return out
+    if isinstance(messages, list | tuple):
+        return [line for item in messages for line in _flatten(item, field, whole)]
+    return [f"{field or whole}: {messages}"]
+
+
+def validation_detail(messages: Any) -> str:
+    """One line naming each bad field; webargs nests messages by location."""
+    if not isinstance(messages, Mapping):
+        return "; ".join(_flatten(messages, None, "request"))
+    lines = [
+        line
+        for location, inner in messages.items()
+        for line in _flatten(inner, None, _LOCATION_NAMES.get(str(location), str(location)))
+    ]
+    return "; ".join(lines) or "invalid request"
+
+
+def _error_response(error: HTTPException) -> tuple[Response, int, list[tuple[str, str]]]:
+    code = error.code or 500
+    data = getattr(error, "data", None) or {}
+    if "messages" in data or "errors" in data:
+        detail = validation_detail(data.get("errors", data.get("messages")))
+        code = 400 if code == 422 else code  # SPEC §4: bad input is a 400
+    elif "message" in data:
+        detail = str(data["message"])
+    elif isinstance(error, InternalServerError):
+        detail = "internal server error"  # never the original exception's text
+    else:
+        detail = error.description or error.name
+    # Keep headers such as Allow (405) and Retry-After, drop the HTML type.
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+    headers += list((data.get("headers") or {}).items())
+    return jsonify(detail=detail), code, headers
+
+
+class RFMApi(Api):
+    """flask-smorest's Api with ``{"detail"}`` errors, in docs and in answers."""
+
+    ERROR_SCHEMA = DetailSchema
+
+    def handle_http_exception(self, error: HTTPException) -> Any:
+        return _error_response(error)
+
+
+def _executor_unavailable(exc: ExecutorUnavailable) -> tuple[Response, int, dict[str, str]]:
+    return jsonify(detail=str(exc)), 503, {"Retry-After": "30"}
+
+
+def _invalid_as_of(exc: runs.InvalidAsOf) -> tuple[Response, int]:
+    return jsonify(detail=f"as_of: {exc}"), 400
+
+
+def _busy(exc: runs.CalculationBusy) -> tuple[Response, int]:
+    return jsonify(detail=str(exc)), 409
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ExecutorUnavailable, _executor_unavailable)
+    app.register_error_handler(runs.InvalidAsOf, _invalid_as_of)
+    app.register_error_handler(runs.CalculationBusy, _busy)

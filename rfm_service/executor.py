@@ -1,0 +1,135 @@
+"""Where an API-triggered run is executed, after its queued row is committed.
+
+``RFM_EXECUTOR``:
+
+- ``"celery"``: publish ``rfm.calculate`` to the worker through Redis. When
+  the broker cannot be reached the queued run is marked failed at once (no
+  orphan that blocks the next request until it times out) and
+  ``BrokerUnavailable`` tells the API to answer 503.
+- ``"thread"`` (embedded profile, no Redis): one background thread per app
+  runs the same task with ``.apply()``: the worker's code path, in-process.
+
+Both go through the app's own Celery instance (``app.extensions["celery"]``)
+rather than the ``shared_task`` proxy, which follows whichever Celery app was
+created last and so could point at another app's database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import redis.exceptions
+from celery import Task
+from flask import Flask
+from kombu.exceptions import OperationalError as KombuOperationalError
+from sqlalchemy import update
+
+from .extensions import db
+from .models import RFMRun
+from .timeutil import utcnow
+
+TASK_NAME = "rfm.calculate"
+_POOL_KEY = "rfm_executor"
+_pool_lock = threading.Lock()  # guards creating the pool, not an app object
+_BROKER_ERRORS = (
+    KombuOperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
+BROKER_DOWN_REASON = "the task broker is unreachable"
+
+log = logging.getLogger(__name__)
+
+
+class ExecutorUnavailable(RuntimeError):
+    """The run could not be handed over for execution; it was marked failed."""
+
+    def __init__(self, run_id: int, reason: str) -> None:
+        self.run_id = run_id
+        self.reason = reason
+        super().__init__(
+            f"{reason}; the calculation was not started "
+            f"(run {run_id} is marked failed). Try again later."
+        )
+
+
+class BrokerUnavailable(ExecutorUnavailable):
+    """Redis (the Celery broker) refused or timed out."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(run_id, BROKER_DOWN_REASON)
+
+
+def _task(app: Flask) -> Task:
+    return app.extensions["celery"].tasks[TASK_NAME]
+
+
+def fail_queued_run(app: Flask, run_id: int, reason: str) -> None:
+    """Mark a still-queued run failed and free the active slot. Guarded on
+    ``status = 'queued'``: a run some worker already took is left alone."""
+    table = RFMRun.__table__
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(
+            update(table)
+            .where(table.c.id == run_id, table.c.status == "queued")
+            .values(status="failed", error=reason, active_slot=None, finished_at=utcnow())
+        )
+
+
+def enqueue(app: Flask, run_id: int) -> None:
+    """Start executing a committed, queued run; returns without waiting."""
+    if app.config["RFM_EXECUTOR"] == "celery":
+        _publish(app, run_id)
+    else:
+        _submit(app, run_id)
+
+
+def _publish(app: Flask, run_id: int) -> None:
+    try:
+        # Broker timeouts and publish retries are bounded in celery_app.py,
+        # so this fails within about two seconds when Redis is down.
+        _task(app).delay(run_id)
+    except _BROKER_ERRORS as exc:
+        log.warning("cannot publish run %s: %s", run_id, exc)
+        fail_queued_run(app, run_id, BROKER_DOWN_REASON)
+        raise BrokerUnavailable(run_id) from exc
+    except Exception as exc:
+        fail_queued_run(app, run_id, f"the task could not be published: {type(exc).__name__}")
+        raise
+
+
+def _pool(app: Flask) -> ThreadPoolExecutor:
+    with _pool_lock:
+        pool = app.extensions.get(_POOL_KEY)
+        if pool is None:
+            # One worker: runs execute one at a time, like one Celery worker.
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rfm-calculation")
+            app.extensions[_POOL_KEY] = pool
+        return pool
+
+
+def _run_in_thread(app: Flask, run_id: int) -> None:
+    # The task pushes its own app context (celery_app.FlaskTask).
+    result = _task(app).apply(args=[run_id])
+    if result.failed():
+        app.logger.error("calculation run %s raised:\n%s", run_id, result.traceback)
+
+
+def _submit(app: Flask, run_id: int) -> Future[None]:
+    try:
+        return _pool(app).submit(_run_in_thread, app, run_id)
+    except RuntimeError as exc:  # the pool was shut down (process exiting)
+        reason = "the service is shutting down"
+        fail_queued_run(app, run_id, reason)
+        raise ExecutorUnavailable(run_id, reason) from exc
+
+
+def shutdown(app: Flask, wait: bool = True) -> None:
+    """Stop the app's calculation thread (tests; orderly exit)."""
+    with _pool_lock:
+        pool = app.extensions.pop(_POOL_KEY, None)
+    if pool is not None:
+        pool.shutdown(wait=wait)

@@ -1,0 +1,240 @@
+"""Run lifecycle: atomic replacement, one run at a time, duplicates, stale runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from rfm_service import runs
+from rfm_service.extensions import db
+from rfm_service.models import RFMRun, RFMScore
+from tests.conftest import add_orders
+
+AS_OF = dt.date(2026, 3, 1)
+CURRENT_SET = sa.text(
+    "SELECT COUNT(*), COUNT(DISTINCT run_id) FROM rfm_scores "
+    "WHERE run_id = (SELECT id FROM rfm_runs WHERE is_current)"
+)
+
+
+def settings(app: Flask) -> runs.RunSettings:
+    return runs.RunSettings.from_app(app)
+
+
+def seed(app: Flask, first: int, last: int) -> None:
+    add_orders(
+        app,
+        [
+            (c, dt.datetime(2026, 2, 1 + c % 28, 12, tzinfo=dt.UTC), Decimal(c % 97) + 1)
+            for c in range(first, last + 1)
+            for _ in range(c % 3 + 1)
+        ],
+    )
+
+
+def calculate(app: Flask) -> runs.RunRecord:
+    with app.app_context():
+        return runs.calculate_now(db.engine, settings(app), "cli", AS_OF)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+def run_status(app: Flask, run_id: int) -> str:
+    with app.app_context():
+        return runs.get_run_by_id(db.engine, run_id)["status"]
+
+
+@contextmanager
+def writer_held_back(app: Flask) -> Iterator[None]:
+    """PostgreSQL: a real table lock makes the calculation's INSERT wait
+    while readers go on. (SQLite has one write lock for everything.)"""
+    with app.app_context():
+        conn = db.engine.connect()
+    try:
+        conn.execute(sa.text("LOCK TABLE rfm_scores IN SHARE MODE"))
+        yield
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+class Background(threading.Thread):
+    def __init__(self, target: Callable[[], object]) -> None:
+        super().__init__(daemon=True)
+        self._target_fn = target
+        self.result: object = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self._target_fn()
+        except BaseException as exc:
+            self.error = exc
+
+
+def test_second_calculation_is_refused_while_one_is_queued(app: Flask) -> None:
+    seed(app, 1, 10)
+    with app.app_context():
+        queued, created = runs.request_run(db.engine, settings(app), "api", AS_OF)
+    assert created
+    with pytest.raises(runs.CalculationBusy) as refused:
+        calculate(app)
+    assert str(refused.value) == f"a calculation is already running (run {queued['id']})"
+    with app.app_context():
+        again, created = runs.request_run(db.engine, settings(app), "api", AS_OF)
+        assert (again["id"], created) == (queued["id"], False)
+        assert runs.execute_run(db.engine, settings(app), queued["id"])["status"] == "succeeded"
+    assert calculate(app)["status"] == "succeeded"  # and the next may start
+
+
+def test_second_calculation_is_refused_while_one_runs(pg_app: Flask) -> None:
+    app = pg_app
+    seed(app, 1, 50)
+    with writer_held_back(app):
+        first = Background(lambda: calculate(app))
+        first.start()
+        with app.app_context():
+            wait_for(lambda: (runs.active_run_by_engine(db.engine) or {}).get("status") == "running")
+            active = runs.active_run_by_engine(db.engine)
+        with pytest.raises(runs.CalculationBusy) as refused:
+            calculate(app)
+        assert str(refused.value) == f"a calculation is already running (run {active['id']})"
+        # A duplicate execution of the same run (a redelivered task) does nothing.
+        with app.app_context():
+            again = runs.execute_run(db.engine, settings(app), active["id"])
+        assert again["status"] == "running"
+    first.join(30)
+    assert first.error is None and first.result["status"] == "succeeded"
+    with app.app_context():
+        assert db.session.execute(sa.select(sa.func.count()).select_from(RFMRun)).scalar() == 1
+        assert db.session.execute(
+            sa.select(sa.func.count()).select_from(RFMScore)
+        ).scalar() == 50
+
+
+def test_a_finished_run_executed_again_writes_nothing(app: Flask) -> None:
+    seed(app, 1, 20)
+    run = calculate(app)
+    with app.app_context():
+        again = runs.execute_run(db.engine, settings(app), run["id"])
+        rows = db.session.execute(sa.select(sa.func.count()).select_from(RFMScore)).scalar()
+    assert again["status"] == "succeeded" and again["finished_at"] == run["finished_at"]
+    assert rows == 20
+
+
+def test_reader_sees_only_complete_sets_during_recalculation(app: Flask) -> None:
+    seed(app, 1, 3000)
+    calculate(app)
+    seed(app, 3001, 3500)  # the next set is larger: a mix would show another count
+    seen: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        with app.app_context(), db.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SET statement_timeout = 2000"))  # blocked reads fail
+            while not stop.is_set():
+                seen.append(tuple(conn.execute(CURRENT_SET).one()))
+                conn.rollback()
+
+    reader = Background(read)
+    reader.start()
+    wait_for(lambda: len(seen) > 5)
+    second = calculate(app)
+    time.sleep(0.05)
+    stop.set()
+    reader.join(10)
+    assert reader.error is None
+    assert second["status"] == "succeeded"
+    assert set(seen) <= {(3000, 1), (3500, 1)}
+    assert seen[0] == (3000, 1) and seen[-1] == (3500, 1)
+
+
+def test_uncommitted_recalculation_is_invisible_and_does_not_block_readers(
+    pg_app: Flask,
+) -> None:
+    """PostgreSQL: hold the writer after it inserted the whole new set but
+    before it commits (a row lock on the old run), and read meanwhile."""
+    app = pg_app
+    seed(app, 1, 400)
+    old = calculate(app)
+    seed(app, 401, 450)
+    with app.app_context():
+        holder = db.engine.connect()
+        reader = db.engine.connect()
+    try:
+        holder.execute(sa.text("SELECT id FROM rfm_runs WHERE id = :i FOR UPDATE"), {"i": old["id"]})
+        writer = Background(lambda: calculate(app))
+        writer.start()
+        reader.execute(sa.text("SET statement_timeout = 2000"))
+
+        def new_rows_written() -> bool:
+            n = reader.execute(
+                sa.text("SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            ).scalar()
+            reader.rollback()
+            return bool(n)
+
+        wait_for(new_rows_written)  # the writer now waits on the old run's row
+        for _ in range(20):
+            assert tuple(reader.execute(CURRENT_SET).one()) == (400, 1)
+            reader.rollback()
+        holder.rollback()
+        writer.join(30)
+        assert writer.error is None and writer.result["status"] == "succeeded"
+        assert tuple(reader.execute(CURRENT_SET).one()) == (450, 1)
+    finally:
+        holder.close()
+        reader.close()
+
+
+def test_a_run_left_running_by_a_dead_process_does_not_block_the_next(app: Flask) -> None:
+    seed(app, 1, 10)
+    with app.app_context():
+        dead, created = runs.request_run(db.engine, settings(app), "api", AS_OF)
+        assert created
+        # What a worker killed mid-run leaves behind: status running, lock released.
+        db.session.execute(
+            sa.update(RFMRun).where(RFMRun.id == dead["id"]).values(status="running")
+        )
+        db.session.commit()
+    run = calculate(app)
+    assert run["status"] == "succeeded"
+    with app.app_context():
+        stale = runs.get_run_by_id(db.engine, dead["id"])
+    assert stale["status"] == "failed"
+    assert "stopped before it finished" in stale["error"]
+
+
+def test_failed_calculation_keeps_previous_scores_current(pg_app: Flask) -> None:
+    app = pg_app
+    seed(app, 1, 30)
+    good = calculate(app)
+    app.config["RFM_TIME_LIMIT"] = 1
+    with app.app_context(), db.engine.connect() as blocker:
+        # A real lock makes the INSERT wait past the 1 s statement timeout.
+        blocker.execute(sa.text("LOCK TABLE rfm_scores IN SHARE MODE"))
+        failed = calculate(app)
+        blocker.rollback()
+    assert failed["status"] == "failed"
+    assert failed["error"] == "the calculation exceeded its time limit of 1 s"
+    with app.app_context():
+        current = db.session.execute(
+            sa.select(RFMRun.id).where(RFMRun.is_current.is_(True))
+        ).scalar_one()
+        assert current == good["id"]
+        assert runs.active_run_by_engine(db.engine) is None  # the next run may start

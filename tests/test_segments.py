@@ -1,0 +1,133 @@
+"""Segment rules: the SPEC table, the generated SQL CASE, and rule files."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from rfm_service import ConfigError, create_app
+from rfm_service.extensions import db
+from rfm_service.segments import DEFAULT_RULES, case_sql, cell_map, resolve_segment, slugify
+from tests.reference import spec_segment
+
+CELLS = list(itertools.product(range(1, 6), repeat=3))
+
+
+def test_each_of_the_125_cells_maps_to_the_spec_segment() -> None:
+    assert cell_map(DEFAULT_RULES) == {cell: spec_segment(*cell) for cell in CELLS}
+
+
+def test_every_named_segment_is_reachable_and_others_gets_54_cells() -> None:
+    counts = Counter(cell_map(DEFAULT_RULES).values())
+    assert counts["Others"] == 54
+    assert set(counts) == {rule.name for rule in DEFAULT_RULES} | {"Others"}
+    assert counts["Lost"] == 1 and counts["New Customers"] == 4
+
+
+def test_generated_sql_case_agrees_on_all_125_cells(app: Flask) -> None:
+    case, params = case_sql(DEFAULT_RULES, "r", "f", "m")
+    cells = " UNION ALL ".join(
+        f"SELECT {r} AS r, {f} AS f, {m} AS m" for r, f, m in CELLS
+    )
+    with app.app_context(), db.engine.connect() as conn:
+        rows = conn.execute(sa.text(f"SELECT r, f, m, {case} FROM ({cells}) AS c"), params)
+        found = {(r, f, m): seg for r, f, m, seg in rows}
+    assert found == {cell: spec_segment(*cell) for cell in CELLS}
+    assert "Champions" not in case  # names are bound, never formatted into SQL
+
+
+def test_segment_names_resolve_case_insensitively_and_by_slug() -> None:
+    assert resolve_segment(DEFAULT_RULES, "at-risk") == "At Risk"
+    assert resolve_segment(DEFAULT_RULES, "CANNOT LOSE THEM") == "Cannot Lose Them"
+    assert resolve_segment(DEFAULT_RULES, "others") == "Others"
+    assert resolve_segment(DEFAULT_RULES, "Nobody") is None
+    assert slugify("Loyal Customers") == "loyal-customers"
+
+
+def write_rules(tmp_path: Path, body: str, suffix: str = ".toml") -> str:
+    path = tmp_path / f"rules{suffix}"
+    path.write_text(body, encoding="utf-8")
+    return str(path)
+
+
+GOOD = """
+[[segment]]
+name = "Best"
+r = [4, 5]
+f = [4, 5]
+m = [4, 5]
+
+[[segment]]
+name = "Sleeping"
+r = 1
+f = [1, 5]
+m = [1, 5]
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (GOOD.replace("r = 1\n", "r = 6\n"), "scores must be 1-5"),
+        (GOOD.replace("m = [4, 5]", "m = [5, 4]"), "empty range"),
+        (GOOD.replace('"Sleeping"', '"best"'), "duplicate of 'Best'"),
+        (GOOD.replace('"Sleeping"', '"Others"'), "duplicate of 'Others'"),
+        (GOOD.replace("r = 1\n", "r = [4, 5]\n").replace("f = [1, 5]", "f = [4, 5]")
+         .replace("m = [1, 5]", "m = [5, 5]"), "can never match"),
+        ("[[segment]]\nname = 'x'\nr = [1, 2]\n", "expected a score or a [low, high] pair"),
+        ("this is = not toml [", "not valid toml"),
+    ],
+)
+def test_invalid_rule_file_stops_the_app_at_start(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    path = write_rules(tmp_path, body)
+    with pytest.raises(ConfigError) as error:
+        create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"}, env={"RFM_SEGMENT_RULES": path})
+    assert message in str(error.value)
+    assert str(error.value).startswith("invalid segment rules:")
+
+
+def test_rule_file_replaces_the_table_and_rfm_rules_prints_cells(tmp_path: Path) -> None:
+    path = write_rules(tmp_path, GOOD)
+    app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"}, env={"RFM_SEGMENT_RULES": path})
+    assert [rule.name for rule in app.extensions["rfm_rules"]] == ["Best", "Sleeping"]
+    result = app.test_cli_runner().invoke(args=["rfm-rules"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines()[1:4]]
+    assert rows == [
+        ["1", "Best", "4-5", "4-5", "4-5", "8"],
+        ["2", "Sleeping", "1", "1-5", "1-5", "25"],
+        ["Others", "92"],
+    ]
+    assert "Best: 444 445 454 455 544 545 554 555" in result.output
+
+
+def test_json_rule_files_are_accepted(tmp_path: Path) -> None:
+    path = write_rules(
+        tmp_path, '[{"name": "All", "r": [1, 5], "f": [1, 5], "m": [1, 5]}]', ".json"
+    )
+    app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"}, env={"RFM_SEGMENT_RULES": path})
+    assert Counter(cell_map(app.extensions["rfm_rules"]).values()) == {"All": 125}
+
+
+def test_missing_rule_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read segment rules file"):
+        create_app(
+            {"SQLALCHEMY_DATABASE_URI": "sqlite://"},
+            env={"RFM_SEGMENT_RULES": str(tmp_path / "nope.toml")},
+        )
+
+
+def test_default_rfm_rules_output_lists_the_spec_counts() -> None:
+    app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"}, env={})
+    output = app.test_cli_runner().invoke(args=["rfm-rules"]).output
+    counts = Counter(cell_map(DEFAULT_RULES).values())
+    for name, n in counts.items():
+        row = next(line for line in output.splitlines() if f" {name} " in f"{line} ")
+        assert row.split()[-1] == str(n)
