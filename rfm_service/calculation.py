@@ -78,9 +78,7 @@ def scored_select(
     dialect: str, rules: Sequence[Rule], as_of: dt.date
 ) -> tuple[str, dict[str, Any]]:
     """The scoring statement (SELECT) and its bound parameters."""
-    segment_case, params = case_sql(
-        rules, "recency_score", "frequency_score", "monetary_score"
-    )
+    segment_case, params = case_sql(rules, "recency_score", "frequency_score", "monetary_score")
     sql = _SCORED_SQL.format(segment_case=segment_case, **dialect_sql(dialect))
     params.update(as_of=as_of.isoformat(), cutoff=cutoff_for(as_of))
     return sql, params
@@ -93,14 +91,20 @@ def _stmt(sql: str):
 
 def tune_session(conn: Connection, work_mem: str, timeout_s: int) -> None:
     """Transaction-local settings for the big statement (PostgreSQL only):
-    enough work_mem for the three NTILE sorts to stay in memory, and a
-    statement timeout so the database itself enforces the time limit."""
+    - work_mem large enough for the three NTILE sorts to stay in memory;
+    - no hash aggregation: grouping 10M orders into 1M customers by hashing
+      costs 5x more than streaming them in customer order off the covering
+      index, but the planner's cost model prefers the hash;
+    - a statement timeout, so the database itself enforces the time limit."""
     if conn.dialect.name != "postgresql":
         return
-    conn.execute(text("SELECT set_config('work_mem', :v, true)"), {"v": work_mem})
-    conn.execute(
-        text("SELECT set_config('statement_timeout', :v, true)"), {"v": f"{timeout_s * 1000}"}
-    )
+    settings = {
+        "work_mem": work_mem,
+        "enable_hashagg": "off",
+        "statement_timeout": str(timeout_s * 1000),
+    }
+    for name, value in settings.items():
+        conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
 
 
 def insert_scores(

@@ -55,9 +55,10 @@ def calculate_rfm(as_of: dt.date | None, verbose: bool, dry_run: bool) -> None:
         run, created = runs.request_run(db.engine, settings, "cli", as_of)
         if not created:
             raise runs.CalculationBusy(run["id"])
-        from .tasks import calculate  # the worker's code path, run locally
-
-        calculate.apply(args=[run["id"]], throw=True)
+        # The worker's code path, run locally; this app's own task instance
+        # (the shared-task proxy follows whichever Celery app was made last).
+        task = current_app.extensions["celery"].tasks["rfm.calculate"]
+        task.apply(args=[run["id"]], throw=True)
         run = runs.get_run_by_id(db.engine, run["id"])
     except (runs.CalculationBusy, runs.InvalidAsOf) as exc:
         raise click.ClickException(str(exc)) from None

@@ -59,6 +59,9 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         "RFM_TIME_LIMIT": _int(env, "RFM_TIME_LIMIT", 3600),
         "RFM_QUEUED_TIMEOUT": _int(env, "RFM_QUEUED_TIMEOUT", 3600),
         "RFM_SCHEDULE": env.get("RFM_SCHEDULE", "0 2 * * *"),
+        # The Celery queue this deployment's API, beat and worker share; give
+        # deployments (or test runs) on one Redis their own so none steals tasks.
+        "RFM_TASK_QUEUE": env.get("RFM_TASK_QUEUE") or "rfm",
         "FLOWER_BASIC_AUTH": env.get("FLOWER_BASIC_AUTH", ""),
         "MAX_CONTENT_LENGTH": _int(env, "RFM_MAX_BODY_BYTES", 64 * 1024),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},

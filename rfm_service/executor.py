@@ -24,11 +24,9 @@ import redis.exceptions
 from celery import Task
 from flask import Flask
 from kombu.exceptions import OperationalError as KombuOperationalError
-from sqlalchemy import update
 
+from . import runs
 from .extensions import db
-from .models import RFMRun
-from .timeutil import utcnow
 
 TASK_NAME = "rfm.calculate"
 _POOL_KEY = "rfm_executor"
@@ -68,19 +66,14 @@ def _task(app: Flask) -> Task:
 
 
 def fail_queued_run(app: Flask, run_id: int, reason: str) -> None:
-    """Mark a still-queued run failed and free the active slot. Guarded on
-    ``status = 'queued'``: a run some worker already took is left alone."""
-    table = RFMRun.__table__
-    with app.app_context(), db.engine.begin() as conn:
-        conn.execute(
-            update(table)
-            .where(table.c.id == run_id, table.c.status == "queued")
-            .values(status="failed", error=reason, active_slot=None, finished_at=utcnow())
-        )
+    with app.app_context():
+        runs.fail_queued(db.engine, run_id, reason)
 
 
 def enqueue(app: Flask, run_id: int) -> None:
     """Start executing a committed, queued run; returns without waiting."""
+    # A ``current_app`` proxy would be useless in the worker thread.
+    app = getattr(app, "_get_current_object", lambda: app)()
     if app.config["RFM_EXECUTOR"] == "celery":
         _publish(app, run_id)
     else:

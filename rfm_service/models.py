@@ -47,8 +47,15 @@ class Order(db.Model):
     __tablename__ = "orders"
     __table_args__ = (
         CheckConstraint("total_amount >= 0", name="total_amount_non_negative"),
-        # Serves the per-customer aggregate and "latest order" lookups.
-        Index("ix_orders_customer_id_ordered_at", "customer_id", "ordered_at"),
+        # Covering on PostgreSQL: the engine's per-customer aggregate becomes
+        # an index-only scan feeding a streaming GroupAggregate (5x faster
+        # than hashing 1M groups; see BENCHMARKS.md).
+        Index(
+            "ix_orders_customer_id_ordered_at",
+            "customer_id",
+            "ordered_at",
+            postgresql_include=["total_amount"],
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -108,9 +115,9 @@ class RFMScore(db.Model):
         Index("ix_rfm_scores_run_id_segment_customer_id", "run_id", "segment", "customer_id"),
     )
 
-    run_id: Mapped[int] = mapped_column(
-        ForeignKey("rfm_runs.id", ondelete="CASCADE"), primary_key=True
-    )
+    # No foreign key to rfm_runs on purpose: its per-row check tripled the
+    # cost of writing a million scores. Only runs.py writes and purges these.
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     recency_days: Mapped[int] = mapped_column(Integer)
     frequency: Mapped[int] = mapped_column(Integer)

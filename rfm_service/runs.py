@@ -97,6 +97,17 @@ def _finish(conn: Connection, run_id: int, **values: Any) -> None:
     )
 
 
+def fail_queued(engine: Engine, run_id: int, reason: str) -> None:
+    """Give up a run nobody took yet (its task could not be sent). Guarded on
+    ``status = 'queued'``: a run a worker already took is left alone."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == run_id, runs.c.status == "queued")
+            .values(status="failed", error=reason, active_slot=None, finished_at=utcnow())
+        )
+
+
 def _stale_reason(engine: Engine, run: RunRecord, settings: RunSettings) -> str | None:
     """Why an active run can be given up, or None while it is alive."""
     if run["status"] == "running" and lock_is_free(engine):
@@ -205,8 +216,12 @@ def execute_run(engine: Engine, settings: RunSettings, run_id: int) -> RunRecord
         conn.execute(
             update(runs)
             .where(runs.c.id == run_id)
-            .values(status="running", started_at=utcnow(), error=None,
-                    worker=f"{socket.gethostname()}:{os.getpid()}")
+            .values(
+                status="running",
+                started_at=utcnow(),
+                error=None,
+                worker=f"{socket.gethostname()}:{os.getpid()}",
+            )
         )
         conn.commit()
         try:

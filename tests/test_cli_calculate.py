@@ -37,9 +37,20 @@ def expected_segment_counts() -> dict[str, int]:
 
 
 def segment_lines(output: str) -> dict[str, int]:
-    names = {"Loyal Customers", "Champions", "Others", "Hibernating", "At Risk", "Lost",
-             "New Customers", "Promising", "Potential Loyalists", "Need Attention",
-             "About to Sleep", "Cannot Lose Them"}
+    names = {
+        "Loyal Customers",
+        "Champions",
+        "Others",
+        "Hibernating",
+        "At Risk",
+        "Lost",
+        "New Customers",
+        "Promising",
+        "Potential Loyalists",
+        "Need Attention",
+        "About to Sleep",
+        "Cannot Lose Them",
+    }
     found = {}
     for line in output.splitlines():
         name = line.strip().rsplit(None, 2)[0] if line.strip() else ""
@@ -50,7 +61,9 @@ def segment_lines(output: str) -> dict[str, int]:
 
 def test_calculate_verbose_prints_segments_and_timings(app: Flask) -> None:
     add_orders(app, ORDERS)
-    result = app.test_cli_runner().invoke(args=["calculate-rfm", "--as-of", "2026-03-01", "--verbose"])
+    result = app.test_cli_runner().invoke(
+        args=["calculate-rfm", "--as-of", "2026-03-01", "--verbose"]
+    )
     assert result.exit_code == 0, result.output
     assert "run 1 succeeded: 9 customers scored as of 2026-03-01" in result.output
     assert segment_lines(result.output) == expected_segment_counts()
@@ -61,7 +74,9 @@ def test_calculate_verbose_prints_segments_and_timings(app: Flask) -> None:
 def test_dry_run_prints_counts_and_writes_nothing(app: Flask) -> None:
     add_orders(app, ORDERS)
     before = counts(app)
-    result = app.test_cli_runner().invoke(args=["calculate-rfm", "--as-of", "2026-03-01", "--dry-run"])
+    result = app.test_cli_runner().invoke(
+        args=["calculate-rfm", "--as-of", "2026-03-01", "--dry-run"]
+    )
     assert result.exit_code == 0, result.output
     assert "dry run: 9 customers would be scored; nothing written" in result.output
     assert segment_lines(result.output) == expected_segment_counts()

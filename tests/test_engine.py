@@ -244,9 +244,11 @@ def test_old_runs_keep_history_within_retention(app: Flask) -> None:
     ids = [calculate(app, AS_OF)["id"] for _ in range(4)]
     with app.app_context():
         kept = db.session.execute(sa.select(sa.distinct(RFMScore.run_id))).scalars().all()
-        current = db.session.execute(
-            sa.select(RFMRun.id).where(RFMRun.is_current.is_(True))
-        ).scalars().all()
+        current = (
+            db.session.execute(sa.select(RFMRun.id).where(RFMRun.is_current.is_(True)))
+            .scalars()
+            .all()
+        )
         statuses = db.session.execute(sa.select(RFMRun.status)).scalars().all()
     assert sorted(kept) == ids[-2:]
     assert current == [ids[-1]]

@@ -108,7 +108,9 @@ def test_second_calculation_is_refused_while_one_runs(pg_app: Flask) -> None:
         first = Background(lambda: calculate(app))
         first.start()
         with app.app_context():
-            wait_for(lambda: (runs.active_run_by_engine(db.engine) or {}).get("status") == "running")
+            wait_for(
+                lambda: (runs.active_run_by_engine(db.engine) or {}).get("status") == "running"
+            )
             active = runs.active_run_by_engine(db.engine)
         with pytest.raises(runs.CalculationBusy) as refused:
             calculate(app)
@@ -121,9 +123,7 @@ def test_second_calculation_is_refused_while_one_runs(pg_app: Flask) -> None:
     assert first.error is None and first.result["status"] == "succeeded"
     with app.app_context():
         assert db.session.execute(sa.select(sa.func.count()).select_from(RFMRun)).scalar() == 1
-        assert db.session.execute(
-            sa.select(sa.func.count()).select_from(RFMScore)
-        ).scalar() == 50
+        assert db.session.execute(sa.select(sa.func.count()).select_from(RFMScore)).scalar() == 50
 
 
 def test_a_finished_run_executed_again_writes_nothing(app: Flask) -> None:
@@ -177,7 +177,9 @@ def test_uncommitted_recalculation_is_invisible_and_does_not_block_readers(
         holder = db.engine.connect()
         reader = db.engine.connect()
     try:
-        holder.execute(sa.text("SELECT id FROM rfm_runs WHERE id = :i FOR UPDATE"), {"i": old["id"]})
+        holder.execute(
+            sa.text("SELECT id FROM rfm_runs WHERE id = :i FOR UPDATE"), {"i": old["id"]}
+        )
         writer = Background(lambda: calculate(app))
         writer.start()
         reader.execute(sa.text("SET statement_timeout = 2000"))

@@ -31,9 +31,7 @@ def test_every_named_segment_is_reachable_and_others_gets_54_cells() -> None:
 
 def test_generated_sql_case_agrees_on_all_125_cells(app: Flask) -> None:
     case, params = case_sql(DEFAULT_RULES, "r", "f", "m")
-    cells = " UNION ALL ".join(
-        f"SELECT {r} AS r, {f} AS f, {m} AS m" for r, f, m in CELLS
-    )
+    cells = " UNION ALL ".join(f"SELECT {r} AS r, {f} AS f, {m} AS m" for r, f, m in CELLS)
     with app.app_context(), db.engine.connect() as conn:
         rows = conn.execute(sa.text(f"SELECT r, f, m, {case} FROM ({cells}) AS c"), params)
         found = {(r, f, m): seg for r, f, m, seg in rows}
@@ -77,15 +75,17 @@ m = [1, 5]
         (GOOD.replace("m = [4, 5]", "m = [5, 4]"), "empty range"),
         (GOOD.replace('"Sleeping"', '"best"'), "duplicate of 'Best'"),
         (GOOD.replace('"Sleeping"', '"Others"'), "duplicate of 'Others'"),
-        (GOOD.replace("r = 1\n", "r = [4, 5]\n").replace("f = [1, 5]", "f = [4, 5]")
-         .replace("m = [1, 5]", "m = [5, 5]"), "can never match"),
+        (
+            GOOD.replace("r = 1\n", "r = [4, 5]\n")
+            .replace("f = [1, 5]", "f = [4, 5]")
+            .replace("m = [1, 5]", "m = [5, 5]"),
+            "can never match",
+        ),
         ("[[segment]]\nname = 'x'\nr = [1, 2]\n", "expected a score or a [low, high] pair"),
         ("this is = not toml [", "not valid toml"),
     ],
 )
-def test_invalid_rule_file_stops_the_app_at_start(
-    tmp_path: Path, body: str, message: str
-) -> None:
+def test_invalid_rule_file_stops_the_app_at_start(tmp_path: Path, body: str, message: str) -> None:
     path = write_rules(tmp_path, body)
     with pytest.raises(ConfigError) as error:
         create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"}, env={"RFM_SEGMENT_RULES": path})

@@ -60,7 +60,7 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_orders'))
     )
     with op.batch_alter_table('orders', schema=None) as batch_op:
-        batch_op.create_index('ix_orders_customer_id_ordered_at', ['customer_id', 'ordered_at'], unique=False)
+        batch_op.create_index('ix_orders_customer_id_ordered_at', ['customer_id', 'ordered_at'], unique=False, postgresql_include=['total_amount'])
 
     op.create_table('rfm_scores',
     sa.Column('run_id', sa.Integer(), nullable=False),
@@ -76,7 +76,6 @@ def upgrade():
     sa.CheckConstraint('frequency_score BETWEEN 1 AND 5', name=op.f('ck_rfm_scores_frequency_score_range')),
     sa.CheckConstraint('monetary_score BETWEEN 1 AND 5', name=op.f('ck_rfm_scores_monetary_score_range')),
     sa.CheckConstraint('recency_score BETWEEN 1 AND 5', name=op.f('ck_rfm_scores_recency_score_range')),
-    sa.ForeignKeyConstraint(['run_id'], ['rfm_runs.id'], name=op.f('fk_rfm_scores_run_id_rfm_runs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('run_id', 'customer_id', name=op.f('pk_rfm_scores'))
     )
     with op.batch_alter_table('rfm_scores', schema=None) as batch_op:

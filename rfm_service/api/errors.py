@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import marshmallow as ma
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify
 from flask_smorest import Api
-from werkzeug.exceptions import HTTPException, InternalServerError, abort
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge, abort
 
 from .. import runs
 from ..executor import ExecutorUnavailable
@@ -71,6 +72,8 @@ def _error_response(error: HTTPException) -> tuple[Response, int, list[tuple[str
         detail = str(data["message"])
     elif isinstance(error, InternalServerError):
         detail = "internal server error"  # never the original exception's text
+    elif isinstance(error, RequestEntityTooLarge) and current_app.config.get("MAX_CONTENT_LENGTH"):
+        detail = f"the request body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes"
     else:
         detail = error.description or error.name
     # Keep headers such as Allow (405) and Retry-After, drop the HTML type.
@@ -87,9 +90,19 @@ class RFMApi(Api):
     def handle_http_exception(self, error: HTTPException) -> Any:
         return _error_response(error)
 
+    def _register_pagination_header(self) -> None:
+        """Skipped: pages here are DRF-style bodies, not an X-Pagination header."""
+
 
 def _executor_unavailable(exc: ExecutorUnavailable) -> tuple[Response, int, dict[str, str]]:
     return jsonify(detail=str(exc)), 503, {"Retry-After": "30"}
+
+
+def _database_unavailable(exc: OperationalError) -> tuple[Response, int, dict[str, str]]:
+    # Connection refused, server restarting, too many clients: transient, so
+    # a 503 the client may retry rather than a 500 (logged, never shown).
+    current_app.logger.error("database error: %s", exc)
+    return jsonify(detail="the database is unavailable; try again later"), 503, {"Retry-After": "5"}
 
 
 def _invalid_as_of(exc: runs.InvalidAsOf) -> tuple[Response, int]:
@@ -102,5 +115,6 @@ def _busy(exc: runs.CalculationBusy) -> tuple[Response, int]:
 
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ExecutorUnavailable, _executor_unavailable)
+    app.register_error_handler(OperationalError, _database_unavailable)
     app.register_error_handler(runs.InvalidAsOf, _invalid_as_of)
     app.register_error_handler(runs.CalculationBusy, _busy)

@@ -25,8 +25,9 @@ class RFMParser(FlaskParser):
             return core.missing
         return core.parse_json(req.get_data(cache=True))
 
-    def _handle_invalid_json_error(self, error: Exception, req: flask.Request, *args: Any,
-                                   **kwargs: Any) -> Any:
+    def _handle_invalid_json_error(
+        self, error: Exception, req: flask.Request, *args: Any, **kwargs: Any
+    ) -> Any:
         fail(400, "the request body is not valid JSON")
 
 

@@ -1,0 +1,91 @@
+"""Custom marshmallow fields: strict input, DRF-style output."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from typing import Any
+
+import marshmallow as ma
+from flask import current_app
+from marshmallow import fields
+
+from ..segments import resolve_segment, segment_names, slugify
+from ..timeutil import UTC
+from .queries import ORDERING_COLUMNS
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def segment_help() -> str:
+    """The valid segment names, for error details."""
+    names = segment_names(current_app.extensions["rfm_rules"])
+    return f"valid segments: {', '.join(names)} (any case, or a slug such as {slugify(names[0])})"
+
+
+class StrictDate(fields.Date):
+    """Exactly ``YYYY-MM-DD``: ``Date`` alone also takes ``20260228`` and ISO
+    week dates."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.date:
+        if not isinstance(value, str) or not _DATE.fullmatch(value):
+            raise ma.ValidationError(f"{value!r} is not a date in the form YYYY-MM-DD")
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            raise ma.ValidationError(f"{value!r} is not a valid calendar date") from None
+
+
+class Money(fields.String):
+    """A decimal as a string with two places, as Django REST framework renders it."""
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        if value is None:
+            return None
+        return str(Decimal(str(value)).quantize(Decimal("0.01")))
+
+
+class UTCTimestamp(fields.String):
+    """ISO 8601 in UTC with a ``Z``."""
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class SegmentName(fields.String):
+    """A segment by name (any case) or slug; loads as the canonical name."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        name = resolve_segment(current_app.extensions["rfm_rules"], text)
+        if name is None:
+            raise ma.ValidationError(f"unknown segment {text!r}; {segment_help()}")
+        return name
+
+    def make_error(self, key: str, **kwargs: Any) -> ma.ValidationError:
+        if key == "required":  # the names depend on the configured rule table
+            return ma.ValidationError(f"this query parameter is required; {segment_help()}")
+        return super().make_error(key, **kwargs)
+
+
+class OrderingParam(fields.String):
+    """``field`` or ``-field``, comma-separated; loads as ``[(field, desc)]``."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> list[tuple[str, bool]]:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        result = []
+        for part in text.split(","):
+            part = part.strip()
+            name = part.removeprefix("-")
+            if name not in ORDERING_COLUMNS:
+                raise ma.ValidationError(
+                    f"unknown field {part!r}; allowed: {', '.join(ORDERING_COLUMNS)} "
+                    "(prefix '-' for descending)"
+                )
+            result.append((name, part.startswith("-")))
+        return result

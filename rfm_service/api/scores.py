@@ -1,0 +1,99 @@
+"""Score endpoints (SPEC §4): list, one customer, by segment, statistics.
+Views parse and shape; ``queries`` reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify
+
+from ..extensions import db
+from . import queries
+from .errors import DetailSchema, fail
+from .pagination import paginate
+from .parsing import Blueprint
+from .schemas import (
+    BySegmentQuery,
+    ScoreListQuery,
+    ScorePageSchema,
+    ScoreSchema,
+    StatisticsSchema,
+)
+
+NO_RUN_YET = "no calculation has succeeded yet"
+MAX_ID = 2**31 - 1  # ids are 32-bit integer columns; larger ones cannot exist
+
+bp = Blueprint("scores", __name__, url_prefix="/api/rfm", description="RFM scores")
+
+
+def _score_page(args: dict[str, Any]) -> dict[str, Any]:
+    """One page of the current run's scores; count and rows from one run."""
+    segment = args.get("segment")
+    with db.engine.connect() as conn:
+        run = queries.current_run(conn)
+        count = queries.score_count(conn, run, segment) if run else 0
+        page = paginate(count, args["page"], args["page_size"])
+        rows = []
+        if run is not None and count:
+            rows = queries.score_rows(
+                conn,
+                run.id,
+                segment=segment,
+                ordering=args.get("ordering", ()),
+                offset=page.offset,
+                limit=page.size,
+            )
+    return page.body(rows)
+
+
+@bp.route("/", methods=["GET"], strict_slashes=False)
+@bp.arguments(ScoreListQuery, location="query")
+@bp.response(200, ScorePageSchema)
+@bp.alt_response(400, schema=DetailSchema, description="Invalid query parameter")
+@bp.alt_response(404, schema=DetailSchema, description="Invalid page.")
+def list_scores(args: dict[str, Any]) -> dict[str, Any]:
+    """Scores of the current calculation, paginated.
+
+    Empty (count 0) until a calculation has succeeded.
+    """
+    return _score_page(args)
+
+
+@bp.route("/by-segment/", methods=["GET"], strict_slashes=False)
+@bp.arguments(BySegmentQuery, location="query")
+@bp.response(200, ScorePageSchema)
+@bp.alt_response(400, schema=DetailSchema, description="Missing or unknown segment")
+@bp.alt_response(404, schema=DetailSchema, description="Invalid page.")
+def scores_by_segment(args: dict[str, Any]) -> dict[str, Any]:
+    """Scores of one segment, paginated."""
+    return _score_page(args)
+
+
+@bp.route("/statistics/", methods=["GET"], strict_slashes=False)
+@bp.response(200, StatisticsSchema)
+@bp.alt_response(404, schema=DetailSchema, description=NO_RUN_YET)
+def statistics() -> Response:
+    """Statistics of the current calculation, stored when it finished."""
+    with db.engine.connect() as conn:
+        found = queries.current_statistics(conn)
+    if found is None or found[1] is None:
+        fail(404, NO_RUN_YET)
+    run_id, stats = found
+    # Served as stored (statistics.py owns the shape); the schema documents it.
+    return jsonify({"run_id": run_id, **stats})
+
+
+@bp.route(f"/<int(max={MAX_ID}):customer_id>/", methods=["GET"], strict_slashes=False)
+@bp.response(200, ScoreSchema)
+@bp.alt_response(404, schema=DetailSchema, description="No score for this customer")
+def customer_score(customer_id: int) -> dict[str, Any]:
+    """One customer's score in the current calculation."""
+    with db.engine.connect() as conn:
+        row = queries.customer_score(conn, customer_id)
+    if row is None:
+        fail(
+            404,
+            f"no score for customer {customer_id} in the current calculation "
+            "(no counted orders, or no calculation has succeeded yet)",
+        )
+    return row
