@@ -1,4 +1,5 @@
 import logging
+import re
 from logging.config import fileConfig
 
 from alembic import context
@@ -12,6 +13,11 @@ config = context.config
 # This line sets up loggers basically.
 fileConfig(config.config_file_name)
 logger = logging.getLogger('alembic.env')
+
+
+def include_object(obj, name, type_, reflected, compare_to):
+    # Per-run partitions of rfm_scores (PostgreSQL) are data, not schema.
+    return not (type_ == "table" and re.match(r"^rfm_scores_r\d+$", name or ""))
 
 
 def get_engine():
@@ -85,6 +91,7 @@ def run_migrations_online():
                 logger.info('No changes in schema detected.')
 
     conf_args = current_app.extensions['migrate'].configure_args
+    conf_args.setdefault("include_object", include_object)
     if conf_args.get("process_revision_directives") is None:
         conf_args["process_revision_directives"] = process_revision_directives
 

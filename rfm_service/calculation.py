@@ -25,7 +25,7 @@ from .timeutil import UTC, UTCDateTime
 _DIALECT_SQL = {
     "postgresql": {
         "recency": "CAST(:as_of AS DATE) - CAST(MAX(o.ordered_at) AT TIME ZONE 'UTC' AS DATE)",
-        "monetary_cents": "SUM(o.total_amount) * 100",
+        "monetary_cents": "CAST(SUM(o.total_amount) * 100 AS BIGINT)",
     },
     "sqlite": {
         "recency": "CAST(julianday(:as_of) - julianday(date(MAX(o.ordered_at))) AS INTEGER)",
@@ -113,12 +113,14 @@ def insert_scores(
     rules: Sequence[Rule],
     as_of: dt.date,
     calculated_at: dt.datetime,
+    table: str = "rfm_scores",
 ) -> int:
-    """Score every customer with counted orders into ``rfm_scores`` under
+    """Score every customer with counted orders into ``table`` (``rfm_scores``
+    or a partition of it, named by ``score_storage``, never by a user) under
     ``run_id``; returns the number of rows written."""
     select_sql, params = scored_select(conn.dialect.name, rules, as_of)
     sql = (
-        f"INSERT INTO rfm_scores (run_id, {SCORE_COLUMNS}, calculated_at) "
+        f"INSERT INTO {table} (run_id, {SCORE_COLUMNS}, calculated_at) "
         f"SELECT :run_id, {SCORE_COLUMNS}, :calculated_at FROM ({select_sql}) AS scored"
     )
     stmt = _stmt(sql).bindparams(bindparam("calculated_at", type_=UTCDateTime()))

@@ -113,6 +113,8 @@ class RFMScore(db.Model):
         CheckConstraint("frequency_score BETWEEN 1 AND 5", name="frequency_score_range"),
         CheckConstraint("monetary_score BETWEEN 1 AND 5", name="monetary_score_range"),
         Index("ix_rfm_scores_run_id_segment_customer_id", "run_id", "segment", "customer_id"),
+        # One partition per run on PostgreSQL (see score_storage.py).
+        {"postgresql_partition_by": "LIST (run_id)"},
     )
 
     # No foreign key to rfm_runs on purpose: its per-row check tripled the

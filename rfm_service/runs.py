@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from . import calculation
+from . import calculation, score_storage
 from .locks import calculation_lock, lock_is_free
 from .models import RFMRun, RFMScore
 from .segments import Rule
@@ -172,7 +172,7 @@ def _calculate(conn: Connection, run: RunRecord, settings: RunSettings) -> None:
     calculated_at = utcnow()
     with conn.begin():
         calculation.tune_session(conn, settings.work_mem, settings.time_limit)
-        scored = calculation.insert_scores(
+        scored = score_storage.write_scores(
             conn, run["id"], settings.rules, run["as_of"], calculated_at
         )
         stats = compute_statistics(conn, run["id"], settings.rules, run["as_of"], calculated_at)
@@ -189,7 +189,7 @@ def _calculate(conn: Connection, run: RunRecord, settings: RunSettings) -> None:
         )
 
 
-def purge_old_scores(conn: Connection, keep_runs: int) -> None:
+def purge_old_scores(engine: Engine, conn: Connection, keep_runs: int) -> None:
     """Drop score rows older than the newest ``keep_runs`` succeeded runs
     (the current one among them); the run rows stay as history."""
     oldest_kept = conn.execute(
@@ -199,9 +199,9 @@ def purge_old_scores(conn: Connection, keep_runs: int) -> None:
         .offset(keep_runs - 1)
         .limit(1)
     ).scalar()
-    if oldest_kept is not None:
-        conn.execute(delete(scores).where(scores.c.run_id < oldest_kept))
     conn.commit()
+    if oldest_kept is not None:
+        score_storage.purge_before(engine, conn, oldest_kept)
 
 
 def execute_run(engine: Engine, settings: RunSettings, run_id: int) -> RunRecord:
@@ -235,7 +235,7 @@ def execute_run(engine: Engine, settings: RunSettings, run_id: int) -> RunRecord
             if not isinstance(exc, Exception):
                 raise
         else:
-            purge_old_scores(conn, settings.keep_runs)
+            purge_old_scores(engine, conn, settings.keep_runs)
         return get_run(conn, run_id) or run
 
 

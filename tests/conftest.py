@@ -71,6 +71,15 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 def empty_tables(app: Flask) -> None:
     with app.app_context(), db.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            # Per-run partitions go too: run ids restart, and names follow them.
+            partitions = conn.execute(
+                sa.text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = 'rfm_scores'::regclass"
+                )
+            ).scalars()
+            for name in partitions.all():
+                conn.execute(sa.text(f'DROP TABLE "{name}"'))
             conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
         else:
             for table in TABLES:

@@ -155,7 +155,7 @@ def test_reader_sees_only_complete_sets_during_recalculation(app: Flask) -> None
     reader.start()
     wait_for(lambda: len(seen) > 5)
     second = calculate(app)
-    time.sleep(0.05)
+    wait_for(lambda: seen[-1] == (3500, 1))  # a read that started after the commit
     stop.set()
     reader.join(10)
     assert reader.error is None

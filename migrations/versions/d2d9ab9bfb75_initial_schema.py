@@ -76,7 +76,8 @@ def upgrade():
     sa.CheckConstraint('frequency_score BETWEEN 1 AND 5', name=op.f('ck_rfm_scores_frequency_score_range')),
     sa.CheckConstraint('monetary_score BETWEEN 1 AND 5', name=op.f('ck_rfm_scores_monetary_score_range')),
     sa.CheckConstraint('recency_score BETWEEN 1 AND 5', name=op.f('ck_rfm_scores_recency_score_range')),
-    sa.PrimaryKeyConstraint('run_id', 'customer_id', name=op.f('pk_rfm_scores'))
+    sa.PrimaryKeyConstraint('run_id', 'customer_id', name=op.f('pk_rfm_scores')),
+    postgresql_partition_by='LIST (run_id)',
     )
     with op.batch_alter_table('rfm_scores', schema=None) as batch_op:
         batch_op.create_index('ix_rfm_scores_run_id_segment_customer_id', ['run_id', 'segment', 'customer_id'], unique=False)
