@@ -31,13 +31,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from .ingest import (
+from .bulk import (
     bump_sequence,
     copy_csv,
     create_staging,
     drop_staging,
     insert_chunks,
     lock_for_bulk_insert,
+    vacuum_analyze,
 )
 from .timeutil import UTC, sqlite_timestamp
 
@@ -332,4 +333,5 @@ def seed(
         conn.execute(text(_MOVE_ORDERS[conn.dialect.name]))
         drop_staging(conn, name)
         bump_sequence(conn, "customers")
+    vacuum_analyze(engine, "customers", "orders")
     return SeedSummary(spec.customers, written, spec.first_id)

@@ -5,15 +5,13 @@ a temporary file, so a bad file is rejected before any database work and
 memory stays flat however long the file is. Loading then runs in ONE
 transaction: the rows go into a TEMP staging table (COPY on PostgreSQL,
 chunked ``executemany`` on SQLite) and set-based statements merge them into
-``customers`` and ``orders``. The bulk helpers at the end are shared with
-``demo_data``.
+``customers`` and ``orders``. The bulk helpers live in ``bulk``.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import itertools
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +21,15 @@ from typing import IO, Any, BinaryIO
 
 from sqlalchemy import Connection, Engine, text
 
+from .bulk import (
+    bump_sequence,
+    copy_csv,
+    create_staging,
+    drop_staging,
+    insert_chunks,
+    lock_for_bulk_insert,
+    vacuum_analyze,
+)
 from .timeutil import as_utc, sqlite_timestamp
 
 REQUIRED = ("customer_id", "ordered_at", "total_amount")
@@ -311,65 +318,7 @@ def import_orders(engine: Engine, raw: BinaryIO, progress: Progress | None = Non
     with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as staged_rows:
         staged = stage_file(raw, staged_rows, engine.dialect.name, progress)
         with engine.connect() as conn, conn.begin():
-            return load_staged(conn, staged_rows, staged)
-
-
-# -- bulk helpers (shared with demo_data) -------------------------------------
-
-
-def lock_for_bulk_insert(conn: Connection) -> None:
-    """Serialise bulk writers (explicit ids, sequence bumps) on PostgreSQL;
-    readers, the RFM calculation included, are not blocked. SQLite has a
-    single writer anyway."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("LOCK TABLE customers, orders IN SHARE ROW EXCLUSIVE MODE"))
-
-
-def create_staging(conn: Connection, name: str, columns: dict[str, tuple[str, str]]) -> None:
-    """A TEMP table; ``columns`` maps names to (PostgreSQL type, SQLite type)."""
-    pick = 0 if conn.dialect.name == "postgresql" else 1
-    # On SQLite the DDL runs outside the transaction, so a failed run may leave it.
-    drop_staging(conn, name)
-    body = ", ".join(f"{column} {types[pick]}" for column, types in columns.items())
-    conn.execute(text(f"CREATE TEMP TABLE {name} ({body})"))
-
-
-def drop_staging(conn: Connection, name: str) -> None:
-    schema = "pg_temp" if conn.dialect.name == "postgresql" else "temp"
-    conn.execute(text(f"DROP TABLE IF EXISTS {schema}.{name}"))
-
-
-def copy_csv(conn: Connection, table: str, columns: list[str], source: IO[str]) -> None:
-    """PostgreSQL COPY of CSV text, on the same connection and transaction."""
-    dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None
-    with dbapi.cursor() as cursor:
-        cursor.copy_expert(
-            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", source
-        )
-
-
-def insert_chunks(
-    conn: Connection, table: str, columns: list[str], rows: Iterable[tuple[Any, ...]]
-) -> None:
-    """SQLite bulk insert: executemany a chunk at a time (bounded memory)."""
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-    iterator = iter(rows)
-    while chunk := list(itertools.islice(iterator, CHUNK)):
-        conn.exec_driver_sql(sql, chunk)
-
-
-def bump_sequence(conn: Connection, table: str) -> None:
-    """Move ``table``'s id sequence past MAX(id) (PostgreSQL): explicit ids do
-    not advance it, and later inserts would collide. Never moves it back."""
-    if conn.dialect.name != "postgresql":
-        return  # SQLite's rowid picks MAX(rowid) + 1 by itself
-    conn.execute(
-        text(
-            "SELECT setval(seq, GREATEST(max_id, COALESCE(pg_sequence_last_value(seq), 0))) "
-            "FROM (SELECT CAST(pg_get_serial_sequence(:table, 'id') AS regclass) AS seq, "
-            f"MAX(id) AS max_id FROM {table}) AS current "
-            "WHERE max_id IS NOT NULL AND seq IS NOT NULL"
-        ),
-        {"table": table},
-    )
+            summary = load_staged(conn, staged_rows, staged)
+    if summary.orders_inserted:
+        vacuum_analyze(engine, "customers", "orders")
+    return summary
