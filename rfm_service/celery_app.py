@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import click
 from celery import Celery, Task
-from celery.schedules import crontab
+from celery.schedules import crontab, crontab_parser
 from flask import Flask
+
+SCHEDULE_ENTRY = "rfm-scheduled-calculation"
+# (name, values, lowest) of the five crontab fields, in crontab order.
+_CRONTAB_FIELDS = (
+    ("minute", 60, 0),
+    ("hour", 24, 0),
+    ("day-of-month", 31, 1),
+    ("month", 12, 1),
+    ("day-of-week", 7, 0),
+)
 
 
 def schedule_from_crontab(expression: str) -> crontab:
     """``"m h dom mon dow"`` (UTC) to a Celery crontab; ValueError if malformed."""
     fields = expression.split()
     if len(fields) != 5:
-        raise ValueError(f"RFM_SCHEDULE needs 5 crontab fields, got {expression!r}")
+        raise ValueError(
+            f"RFM_SCHEDULE needs 5 crontab fields (minute hour day-of-month month "
+            f"day-of-week), got {expression!r}"
+        )
+    # Parse field by field first so the message names the bad field.
+    for (name, size, lowest), value in zip(_CRONTAB_FIELDS, fields, strict=True):
+        try:
+            crontab_parser(size, lowest).parse(value)
+        except Exception as exc:  # celery raises ValueError or its own ParseException
+            raise ValueError(
+                f"RFM_SCHEDULE {expression!r} is not a valid crontab: {name} field {value!r}: {exc}"
+            ) from None
     minute, hour, day_of_month, month_of_year, day_of_week = fields
     try:
         return crontab(
@@ -23,15 +46,22 @@ def schedule_from_crontab(expression: str) -> crontab:
             month_of_year=month_of_year,
             day_of_week=day_of_week,
         )
-    except Exception as exc:  # celery raises ValueError or its own ParseException
+    except Exception as exc:  # e.g. "31 in February": each field alone is fine
         raise ValueError(f"RFM_SCHEDULE {expression!r} is not a valid crontab: {exc}") from None
 
 
 def celery_config(app: Flask) -> dict[str, Any]:
     time_limit = app.config["RFM_TIME_LIMIT"]
+    queue = app.config["RFM_TASK_QUEUE"]
     return {
         "broker_url": app.config["REDIS_URL"],
+        # API, beat and worker of one deployment share this queue; another
+        # deployment (or a test run) on the same Redis uses its own.
+        "task_default_queue": queue,
         "task_ignore_result": True,  # status lives in rfm_runs
+        # No results stored, so nothing to expire: without this beat adds a
+        # daily `celery.backend_cleanup` task to the schedule.
+        "result_expires": None,
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_acks_late": True,
@@ -58,12 +88,44 @@ def celery_config(app: Flask) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
         "beat_schedule": {
-            "rfm-scheduled-calculation": {
+            SCHEDULE_ENTRY: {
                 "task": "rfm.scheduled",
                 "schedule": schedule_from_crontab(app.config["RFM_SCHEDULE"]),
             }
         },
     }
+
+
+def flower_auth_problem(configured: str, argv: Sequence[str]) -> str | None:
+    """Why Flower must not start, or None. Flower can revoke tasks and shut
+    workers down, so it never runs open: it needs ``FLOWER_BASIC_AUTH``
+    (``user:password``, which Flower reads from the environment itself) or an
+    explicit ``--basic-auth`` / ``--auth`` option."""
+    if any(arg.split("=", 1)[0] in ("--basic-auth", "--basic_auth", "--auth") for arg in argv):
+        return None
+    if not configured:
+        return "Flower needs authentication: set FLOWER_BASIC_AUTH=user:password"
+    for credential in configured.split(","):
+        user, _, password = credential.partition(":")
+        if not user or not password:
+            return "FLOWER_BASIC_AUTH must be user:password (comma-separated for several)"
+    return None
+
+
+def _flower_auth_guard(app: Flask) -> click.Option:
+    # Celery adds "preload" options to every subcommand, plugins included, so
+    # this callback sees the `flower` subcommand before Flower starts serving.
+    def check(ctx: click.Context, _param: click.Parameter, _value: object) -> None:
+        if ctx.info_name != "flower":
+            return
+        argv = [str(arg) for arg in ctx.params.get("tornado_argv") or ()]
+        problem = flower_auth_problem(app.config["FLOWER_BASIC_AUTH"], argv)
+        if problem:
+            raise click.UsageError(problem, ctx)
+
+    return click.Option(
+        ["--rfm-flower-auth-guard"], is_flag=True, hidden=True, expose_value=False, callback=check
+    )
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -74,6 +136,7 @@ def celery_init_app(app: Flask) -> Celery:
 
     celery_app = Celery(app.name, task_cls=FlaskTask)
     celery_app.config_from_object(celery_config(app))
+    celery_app.user_options["preload"].add(_flower_auth_guard(app))
     celery_app.set_default()
     from . import tasks  # noqa: F401  (registers the shared tasks)
 

@@ -92,6 +92,8 @@ class RFMRun(db.Model):
     statistics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     error: Mapped[str | None] = mapped_column(Text)
     worker: Mapped[str | None] = mapped_column(String(200))
+    # Executions started; a run whose worker keeps dying is failed, not retried forever.
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     is_current: Mapped[bool] = mapped_column(default=False)
     active_slot: Mapped[int | None] = mapped_column(SmallInteger, unique=True)
 
@@ -133,3 +135,33 @@ class RFMScore(db.Model):
     @property
     def rfm_score(self) -> str:
         return f"{self.recency_score}{self.frequency_score}{self.monetary_score}"
+
+
+API_SCOPES = ("read", "write")
+
+
+class ApiToken(db.Model):
+    """An API credential (auth.py). Only the SHA-256 of the token is stored:
+    a leaked database does not leak working tokens."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint("scope IN ('read', 'write')", name="scope_valid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Revoked rows are kept (who had access, until when); they never authenticate.
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+# A name identifies one active token (revoke-api-token NAME); a revoked
+# token's name may be reused.
+Index(
+    "uq_api_tokens_active_name",
+    ApiToken.name,
+    unique=True,
+    postgresql_where=text("revoked_at IS NULL"),
+    sqlite_where=text("revoked_at IS NULL"),
+)

@@ -30,6 +30,7 @@ from .timeutil import today_utc, utcnow
 runs = RFMRun.__table__
 scores = RFMScore.__table__
 RunRecord = dict[str, Any]
+MAX_ATTEMPTS = 3  # executions of one run before it is given up
 
 
 class CalculationBusy(Exception):
@@ -213,6 +214,15 @@ def execute_run(engine: Engine, settings: RunSettings, run_id: int) -> RunRecord
             raise LookupError(f"run {run_id} does not exist")
         if not got or run["status"] in ("succeeded", "failed"):
             return run
+        if run["attempts"] >= MAX_ATTEMPTS:  # its worker died every time (OOM, kill)
+            _finish(
+                conn,
+                run_id,
+                status="failed",
+                error=f"the calculation was interrupted {run['attempts']} times; giving up",
+            )
+            conn.commit()
+            return get_run(conn, run_id) or run
         conn.execute(
             update(runs)
             .where(runs.c.id == run_id)
@@ -221,6 +231,7 @@ def execute_run(engine: Engine, settings: RunSettings, run_id: int) -> RunRecord
                 started_at=utcnow(),
                 error=None,
                 worker=f"{socket.gethostname()}:{os.getpid()}",
+                attempts=runs.c.attempts + 1,
             )
         )
         conn.commit()

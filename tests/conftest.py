@@ -24,6 +24,8 @@ from rfm_service import create_app
 from rfm_service.extensions import db
 from rfm_service.models import Customer, Order
 
+pytest_plugins = ["tests.celery_support"]
+
 PG_ADMIN_URL = os.environ.get(
     "RFM_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )

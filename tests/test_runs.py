@@ -240,3 +240,32 @@ def test_failed_calculation_keeps_previous_scores_current(pg_app: Flask) -> None
         ).scalar_one()
         assert current == good["id"]
         assert runs.active_run_by_engine(db.engine) is None  # the next run may start
+
+
+def test_a_run_whose_worker_keeps_dying_is_given_up(app: Flask) -> None:
+    seed(app, 1, 10)
+    with app.app_context():
+        run, _ = runs.request_run(db.engine, settings(app), "api", AS_OF)
+        # Three executions started and none finished: what repeated OOM kills leave.
+        db.session.execute(
+            sa.update(RFMRun)
+            .where(RFMRun.id == run["id"])
+            .values(status="running", attempts=runs.MAX_ATTEMPTS)
+        )
+        db.session.commit()
+        redelivered = runs.execute_run(db.engine, settings(app), run["id"])
+    assert redelivered["status"] == "failed"
+    assert redelivered["error"] == "the calculation was interrupted 3 times; giving up"
+    assert redelivered["active_slot"] is None
+
+
+def test_a_redelivered_run_is_taken_over_and_counts_attempts(app: Flask) -> None:
+    seed(app, 1, 10)
+    with app.app_context():
+        run, _ = runs.request_run(db.engine, settings(app), "api", AS_OF)
+        db.session.execute(
+            sa.update(RFMRun).where(RFMRun.id == run["id"]).values(status="running", attempts=1)
+        )
+        db.session.commit()
+        taken_over = runs.execute_run(db.engine, settings(app), run["id"])
+    assert (taken_over["status"], taken_over["attempts"]) == ("succeeded", 2)

@@ -39,6 +39,7 @@ def upgrade():
     sa.Column('statistics', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('worker', sa.String(length=200), nullable=True),
+    sa.Column('attempts', sa.SmallInteger(), server_default='0', nullable=False),
     sa.Column('is_current', sa.Boolean(), nullable=False),
     sa.Column('active_slot', sa.SmallInteger(), nullable=True),
     sa.CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed')", name=op.f('ck_rfm_runs_status_valid')),

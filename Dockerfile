@@ -1,0 +1,27 @@
+# One image for every service in docker-compose.yml: web (gunicorn),
+# migrate (flask db upgrade), worker, beat and flower (celery).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    FLASK_APP=wsgi
+
+WORKDIR /app
+
+# Dependencies first: this layer is rebuilt only when requirements.txt changes.
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+# An unprivileged user; instance/ (the app's writable folder) and the beat
+# schedule's folder are its own, and a new named volume on /var/lib/rfm
+# starts with that ownership.
+RUN useradd --system --uid 10001 --home-dir /app rfm \
+    && install -d -o rfm -g rfm /app/instance /var/lib/rfm
+
+COPY . .
+
+USER rfm
+EXPOSE 8000 5555
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "wsgi:app"]
