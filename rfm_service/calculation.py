@@ -45,6 +45,7 @@ WITH customer_orders AS (
 ),
 rfm_with_scores AS (
     SELECT customer_id, recency_days, frequency, monetary_cents,
+           ROW_NUMBER() OVER (ORDER BY customer_id) AS position,
            NTILE(5) OVER (ORDER BY recency_days DESC, customer_id ASC) AS recency_score,
            NTILE(5) OVER (ORDER BY frequency ASC, customer_id ASC) AS frequency_score,
            NTILE(5) OVER (ORDER BY monetary_cents ASC, customer_id ASC) AS monetary_score
@@ -52,7 +53,7 @@ rfm_with_scores AS (
 )
 SELECT customer_id, recency_days, frequency, monetary_cents / 100.0 AS monetary,
        recency_score, frequency_score, monetary_score,
-       {segment_case} AS segment
+       {segment_case} AS segment, position
 FROM rfm_with_scores
 """
 
@@ -60,6 +61,8 @@ SCORE_COLUMNS = (
     "customer_id, recency_days, frequency, monetary, "
     "recency_score, frequency_score, monetary_score, segment"
 )
+# Stored too: the row's rank by customer id, from which page marks are taken.
+STORED_COLUMNS = f"{SCORE_COLUMNS}, position"
 
 
 def dialect_sql(dialect: str) -> dict[str, str]:
@@ -120,8 +123,8 @@ def insert_scores(
     ``run_id``; returns the number of rows written."""
     select_sql, params = scored_select(conn.dialect.name, rules, as_of)
     sql = (
-        f"INSERT INTO {table} (run_id, {SCORE_COLUMNS}, calculated_at) "
-        f"SELECT :run_id, {SCORE_COLUMNS}, :calculated_at FROM ({select_sql}) AS scored"
+        f"INSERT INTO {table} (run_id, {STORED_COLUMNS}, calculated_at) "
+        f"SELECT :run_id, {STORED_COLUMNS}, :calculated_at FROM ({select_sql}) AS scored"
     )
     stmt = _stmt(sql).bindparams(bindparam("calculated_at", type_=UTCDateTime()))
     result = conn.execute(stmt, {**params, "run_id": run_id, "calculated_at": calculated_at})
@@ -143,7 +146,10 @@ def scored_rows(conn: Connection, rules: Sequence[Rule], as_of: dt.date) -> list
     """All scored rows without writing them. For tests and small previews only:
     it loads every customer into Python."""
     select_sql, params = scored_select(conn.dialect.name, rules, as_of)
-    rows = conn.execute(_stmt(f"{select_sql} ORDER BY customer_id"), params)
+    rows = conn.execute(
+        _stmt(f"SELECT {SCORE_COLUMNS} FROM ({select_sql}) AS scored ORDER BY customer_id"),
+        params,
+    )
     return [tuple(row) for row in rows]
 
 

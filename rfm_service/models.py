@@ -131,6 +131,8 @@ class RFMScore(db.Model):
     monetary_score: Mapped[int] = mapped_column(SmallInteger)
     segment: Mapped[str] = mapped_column(String(64))
     calculated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # 1-based rank by customer id within the run; page marks are taken from it.
+    position: Mapped[int] = mapped_column(Integer)
 
     @property
     def rfm_score(self) -> str:
@@ -165,3 +167,15 @@ Index(
     postgresql_where=text("revoked_at IS NULL"),
     sqlite_where=text("revoked_at IS NULL"),
 )
+
+
+class RFMPageMark(db.Model):
+    """Every PAGE_MARK_STEP-th customer id of a run, in customer order, so a
+    deep page of the default listing starts from an index seek instead of
+    skipping a million rows."""
+
+    __tablename__ = "rfm_page_marks"
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mark: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(Integer)

@@ -17,11 +17,13 @@ import logging
 import re
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Engine, delete, text
+from sqlalchemy import Connection, Engine, delete, insert, select, text
 
 from . import calculation
-from .models import RFMScore
+from .models import RFMPageMark, RFMScore
 from .segments import Rule
+
+PAGE_MARK_STEP = 1000  # a deep page skips fewer than this many rows
 
 log = logging.getLogger(__name__)
 _PARTITION = re.compile(r"^rfm_scores_r(\d+)$")
@@ -41,8 +43,42 @@ def write_scores(
     """Write the run's rows, visible through ``rfm_scores`` to this
     transaction only until it commits; returns the number written."""
     if conn.dialect.name != "postgresql":
-        return calculation.insert_scores(conn, run_id, rules, as_of, calculated_at)
-    run_id = int(run_id)
+        written = calculation.insert_scores(conn, run_id, rules, as_of, calculated_at)
+    else:
+        written = _write_partition(conn, int(run_id), rules, as_of, calculated_at)
+    _write_page_marks(conn, run_id)
+    return written
+
+
+def _write_page_marks(conn: Connection, run_id: int) -> None:
+    marked = select(
+        RFMScore.run_id,
+        (RFMScore.position - 1) // PAGE_MARK_STEP,
+        RFMScore.customer_id,
+    ).where(RFMScore.run_id == run_id, (RFMScore.position - 1) % PAGE_MARK_STEP == 0)
+    conn.execute(insert(RFMPageMark).from_select(["run_id", "mark", "customer_id"], marked))
+
+
+def page_start(run_id: int, offset: int) -> tuple[object, int]:
+    """Where a page at ``offset`` of the customer-id order begins: a scalar
+    subquery for the nearest marked customer id at or before it, and how many
+    rows to skip from there (always < PAGE_MARK_STEP)."""
+    mark = offset // PAGE_MARK_STEP
+    start = (
+        select(RFMPageMark.customer_id)
+        .where(RFMPageMark.run_id == run_id, RFMPageMark.mark == mark)
+        .scalar_subquery()
+    )
+    return start, offset - mark * PAGE_MARK_STEP
+
+
+def _write_partition(
+    conn: Connection,
+    run_id: int,
+    rules: Sequence[Rule],
+    as_of: dt.date,
+    calculated_at: dt.datetime,
+) -> int:
     name = partition_name(run_id)
     ddl = [
         f"CREATE TABLE {name} (LIKE rfm_scores INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
@@ -57,6 +93,8 @@ def write_scores(
         f"ALTER TABLE {name} ADD CONSTRAINT {name}_pkey PRIMARY KEY (run_id, customer_id)",
         f"CREATE INDEX {name}_segment ON {name} (run_id, segment, customer_id)",
         f"ALTER TABLE rfm_scores ATTACH PARTITION {name} FOR VALUES IN ({run_id})",
+        # Planner statistics now, not when autovacuum gets round to it.
+        f"ANALYZE {name}",
     ):
         conn.execute(text(statement))
     return written
@@ -64,6 +102,7 @@ def write_scores(
 
 def purge_before(engine: Engine, conn: Connection, oldest_kept: int) -> None:
     """Remove score rows of runs older than ``oldest_kept``."""
+    conn.execute(delete(RFMPageMark).where(RFMPageMark.run_id < oldest_kept))
     if conn.dialect.name != "postgresql":
         conn.execute(delete(RFMScore).where(RFMScore.run_id < oldest_kept))
         conn.commit()

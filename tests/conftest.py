@@ -29,7 +29,7 @@ pytest_plugins = ["tests.celery_support"]
 PG_ADMIN_URL = os.environ.get(
     "RFM_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
-TABLES = ("rfm_scores", "rfm_runs", "orders", "customers")
+TABLES = ("rfm_page_marks", "rfm_scores", "rfm_runs", "orders", "customers")
 
 
 def make_app(url: str, **config: Any) -> Flask:

@@ -74,11 +74,18 @@ def upgrade():
     sa.Column('monetary_score', sa.SmallInteger(), nullable=False),
     sa.Column('segment', sa.String(length=64), nullable=False),
     sa.Column('calculated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('position', sa.Integer(), nullable=False),
     sa.CheckConstraint('frequency_score BETWEEN 1 AND 5', name=op.f('ck_rfm_scores_frequency_score_range')),
     sa.CheckConstraint('monetary_score BETWEEN 1 AND 5', name=op.f('ck_rfm_scores_monetary_score_range')),
     sa.CheckConstraint('recency_score BETWEEN 1 AND 5', name=op.f('ck_rfm_scores_recency_score_range')),
     sa.PrimaryKeyConstraint('run_id', 'customer_id', name=op.f('pk_rfm_scores')),
     postgresql_partition_by='LIST (run_id)',
+    )
+    op.create_table('rfm_page_marks',
+    sa.Column('run_id', sa.Integer(), nullable=False),
+    sa.Column('mark', sa.Integer(), nullable=False),
+    sa.Column('customer_id', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('run_id', 'mark', name=op.f('pk_rfm_page_marks'))
     )
     with op.batch_alter_table('rfm_scores', schema=None) as batch_op:
         batch_op.create_index('ix_rfm_scores_run_id_segment_customer_id', ['run_id', 'segment', 'customer_id'], unique=False)
@@ -86,6 +93,7 @@ def upgrade():
 
 
 def downgrade():
+    op.drop_table('rfm_page_marks')
     with op.batch_alter_table('rfm_scores', schema=None) as batch_op:
         batch_op.drop_index('ix_rfm_scores_run_id_segment_customer_id')
 

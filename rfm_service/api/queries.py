@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, func, select
 
+from .. import score_storage
 from ..models import RFMRun, RFMScore
 
 runs = RFMRun.__table__
@@ -101,6 +102,11 @@ def score_rows(
     query = select(*SCORE_COLUMNS).where(scores.c.run_id == run_id)
     if segment is not None:
         query = query.where(scores.c.segment == segment)
+    if segment is None and all(o == ("customer_id", False) for o in ordering) and offset:
+        # The default order: seek to the nearest page mark instead of skipping
+        # up to a million rows (deep pages cost what the first one does).
+        start, offset = score_storage.page_start(run_id, offset)
+        query = query.where(scores.c.customer_id >= start)
     query = query.order_by(*order_by(ordering)).offset(offset).limit(limit)
     return [dict(row) for row in conn.execute(query).mappings()]
 
