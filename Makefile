@@ -25,8 +25,10 @@ run: demo serve
 db: venv
 	$(BIN)/flask db upgrade
 
+# Two runs (30 days ago, then today), so history and movement have data.
 demo: db
 	$(BIN)/flask seed-demo --customers $(DEMO_CUSTOMERS) --seed 42 --if-empty
+	$(BIN)/flask calculate-rfm --as-of $$($(BIN)/python -c 'import datetime as d; print(d.datetime.now(d.UTC).date() - d.timedelta(days=30))')
 	$(BIN)/flask calculate-rfm --verbose
 
 serve: venv
@@ -55,6 +57,11 @@ beat: venv
 flower: venv
 	@test -n "$$FLOWER_BASIC_AUTH" || { echo "set FLOWER_BASIC_AUTH=user:password"; exit 1; }
 	$(BIN)/celery -A worker flower --address=127.0.0.1 --port=5555
+
+SOAK_SECONDS ?= 120
+## make soak: the production-like stack under read load, recalculating every 10 s
+soak: venv services
+	$(BIN)/python -m soak.run --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis

@@ -32,7 +32,9 @@ def create_app(
     register_extensions(app)
     register_rules(app)
     register_celery(app)
+    register_auth(app)
     register_blueprints(app)
+    register_ui(app)
     register_cli(app)
     return app
 
@@ -47,6 +49,13 @@ def configure(app: Flask, config: Mapping[str, Any] | None, env: Mapping[str, st
         raise ConfigError("SECRET_KEY must be set in the production profile")
     if app.config["RFM_EXECUTOR"] not in ("thread", "celery"):
         raise ConfigError("RFM_EXECUTOR must be 'thread' or 'celery'")
+    if app.config["RFM_AUTH"] not in ("on", "off"):
+        raise ConfigError(f"RFM_AUTH must be 'on' or 'off', got {app.config['RFM_AUTH']!r}")
+    if app.config["RFM_PROFILE"] == "production" and app.config["RFM_AUTH"] != "on":
+        raise ConfigError(
+            "RFM_AUTH=off is refused in the production profile: the API would be open "
+            "to anyone who can reach it (create tokens with flask create-api-token)"
+        )
 
 
 def register_extensions(app: Flask) -> None:
@@ -84,6 +93,12 @@ def register_celery(app: Flask) -> None:
         raise ConfigError(str(exc)) from None
 
 
+def register_auth(app: Flask) -> None:
+    from . import auth
+
+    auth.init_app(app)
+
+
 def register_blueprints(app: Flask) -> None:
     from .health import bp as health_bp
 
@@ -93,6 +108,15 @@ def register_blueprints(app: Flask) -> None:
     except ImportError:  # the API lands in its own change
         return
     register_api(app)
+
+
+def register_ui(app: Flask) -> None:
+    """The dashboard at / and the read-only admin at /admin."""
+    from .admin import init_admin
+    from .dashboard import bp as dashboard_bp
+
+    app.register_blueprint(dashboard_bp)
+    init_admin(app)
 
 
 def register_cli(app: Flask) -> None:

@@ -10,8 +10,9 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import runs
+from . import insights, runs
 from .extensions import db
+from .insights_cli import export_rfm
 from .segments import OTHERS, cell_map, segment_names
 from .timeutil import parse_date
 
@@ -49,6 +50,8 @@ def calculate_rfm(as_of: dt.date | None, verbose: bool, dry_run: bool) -> None:
             total = sum(counts.values())
             click.echo(f"dry run: {total:,} customers would be scored; nothing written")
             click.echo(_table(counts))
+            changes = insights.preview_changes(db.engine, settings, as_of)
+            click.echo(insights.describe_changes(changes))
             if verbose:
                 click.echo(f"computed in {elapsed:.2f} s")
             return
@@ -99,7 +102,9 @@ def rfm_rules() -> None:
 
 
 def commands() -> list[click.Command]:
-    found: list[click.Command] = [calculate_rfm, rfm_rules]
+    from .token_cli import token_commands
+
+    found: list[click.Command] = [calculate_rfm, rfm_rules, export_rfm, *token_commands()]
     try:
         from .data_cli import data_commands
     except ImportError:  # import and seeding land in their own change

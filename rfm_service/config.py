@@ -64,5 +64,8 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         "RFM_TASK_QUEUE": env.get("RFM_TASK_QUEUE") or "rfm",
         "FLOWER_BASIC_AUTH": env.get("FLOWER_BASIC_AUTH", ""),
         "MAX_CONTENT_LENGTH": _int(env, "RFM_MAX_BODY_BYTES", 64 * 1024),
+        # API tokens (auth.py): "on" or "off"; off only for a local embedded
+        # service, and the production profile refuses to start with it off.
+        "RFM_AUTH": (env.get("RFM_AUTH") or ("off" if embedded else "on")).strip().lower(),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     }

@@ -20,10 +20,13 @@ import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import redis
 import redis.exceptions
 from celery import Task
 from flask import Flask
 from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from . import runs
 from .extensions import db
@@ -80,10 +83,31 @@ def enqueue(app: Flask, run_id: int) -> None:
         _submit(app, run_id)
 
 
+def _check_broker(app: Flask) -> None:
+    """One PING without retries; raises unless Redis answers within a second.
+
+    redis-py retries a timed-out command up to ten times by default, so a
+    Redis that accepts connections but does not answer (a hung server, a
+    half-open connection) would hold ``.delay()`` for 5 to 15 s whatever the
+    socket timeouts in celery_app.py. This check fails within about a second.
+    """
+    client = redis.Redis.from_url(
+        app.config["REDIS_URL"],
+        socket_connect_timeout=1,
+        socket_timeout=1,
+        retry=Retry(NoBackoff(), 0),
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
 def _publish(app: Flask, run_id: int) -> None:
     try:
         # Broker timeouts and publish retries are bounded in celery_app.py,
         # so this fails within about two seconds when Redis is down.
+        _check_broker(app)
         _task(app).delay(run_id)
     except _BROKER_ERRORS as exc:
         log.warning("cannot publish run %s: %s", run_id, exc)

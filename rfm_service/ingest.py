@@ -14,6 +14,7 @@ import csv
 import datetime as dt
 import re
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -67,16 +68,40 @@ class StagedFile:
 
 # -- validation -------------------------------------------------------------
 
+SHOWN_CHARS = 40  # of a bad value, in an error message
+SHOWN_NAMES = 5  # of bad column names, in an error message
+
+
+def _shown(raw: str) -> str:
+    """A bad value for an error message, cut short: a hostile file can put
+    megabytes into one field, and the message must stay one readable line."""
+    if len(raw) <= SHOWN_CHARS:
+        return repr(raw)
+    return f"{raw[:SHOWN_CHARS]!r}... ({len(raw):,} characters)"
+
+
+def _names(names: list[str]) -> str:
+    shown = [n if len(n) <= SHOWN_CHARS else _shown(n) for n in names[:SHOWN_NAMES]]
+    more = len(names) - SHOWN_NAMES
+    return ", ".join(shown) + (f" and {more:,} more" if more > 0 else "")
+
 
 def parse_id(raw: str, maximum: int) -> int:
     value = raw.strip()
     if not _INTEGER.fullmatch(value):
-        raise ValueError(f"{raw!r} is not a whole number")
-    number = int(value)
+        raise ValueError(f"{_shown(raw)} is not a whole number")
+    negative = value.startswith("-")
+    digits = value.lstrip("+-").lstrip("0") or "0"
+    # int() refuses more than 4,300 digits with a message about Python
+    # internals; a number that long is out of range either way.
+    if len(digits) > SHOWN_CHARS:
+        number = -1 if negative else maximum + 1
+    else:
+        number = -int(digits) if negative else int(digits)
     if number < 1:
-        raise ValueError(f"{raw!r} must be at least 1")
+        raise ValueError(f"{_shown(raw)} must be at least 1")
     if number > maximum:
-        raise ValueError(f"{raw!r} is too large (maximum {maximum})")
+        raise ValueError(f"{_shown(raw)} is too large (maximum {maximum})")
     return number
 
 
@@ -87,24 +112,24 @@ def parse_timestamp(raw: str) -> dt.datetime:
     except ValueError as exc:
         # Python's own reason helps for impossible dates ("day is out of range").
         reason = "" if str(exc).startswith("Invalid isoformat") else f" ({exc})"
-        raise ValueError(f"{raw!r} is not an ISO 8601 date or date-time{reason}") from None
+        raise ValueError(f"{_shown(raw)} is not an ISO 8601 date or date-time{reason}") from None
     try:
         return as_utc(parsed)
     except OverflowError:
-        raise ValueError(f"{raw!r} is out of range in UTC") from None
+        raise ValueError(f"{_shown(raw)} is out of range in UTC") from None
 
 
 def parse_amount(raw: str) -> Decimal:
     value = raw.strip()
     if not _DECIMAL.fullmatch(value):
-        raise ValueError(f"{raw!r} is not a decimal number")
+        raise ValueError(f"{_shown(raw)} is not a decimal number")
     amount = Decimal(value)
     if amount < 0:
-        raise ValueError(f"{raw!r} is negative")
+        raise ValueError(f"{_shown(raw)} is negative")
     if amount > MAX_AMOUNT:
-        raise ValueError(f"{raw!r} is too large (maximum {MAX_AMOUNT})")
+        raise ValueError(f"{_shown(raw)} is too large (maximum {MAX_AMOUNT})")
     if amount != amount.quantize(CENT):
-        raise ValueError(f"{raw!r} has more than 2 decimal places")
+        raise ValueError(f"{_shown(raw)} has more than 2 decimal places")
     return amount.quantize(CENT).copy_abs()  # copy_abs turns '-0' into '0.00'
 
 
@@ -132,6 +157,8 @@ def _decoded_lines(raw: BinaryIO, progress: Progress | None) -> Iterator[str]:
     for number, line in enumerate(raw, start=1):
         if number == 1 and line.startswith((b"\xff\xfe", b"\xfe\xff")):
             raise ImportFailed("the file is UTF-16 encoded; save it as UTF-8")
+        if number == 1 and b"\x00" in line:  # UTF-16 without a byte order mark
+            raise ImportFailed("line 1: NUL bytes, the file looks UTF-16 encoded; save it as UTF-8")
         try:
             yield line.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as exc:
@@ -166,14 +193,15 @@ def _records(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
 def check_header(fields: list[str]) -> list[str]:
     names = [name.strip().lower() for name in fields]
     expected = ", ".join(REQUIRED + OPTIONAL)
-    twice = sorted({n for n in names if names.count(n) > 1})
+    # Counter, not names.count(): a hostile header has millions of columns.
+    twice = sorted(n for n, times in Counter(names).items() if times > 1)
     if twice:
-        raise ImportFailed(f"line 1: column(s) named twice: {', '.join(twice)}")
+        raise ImportFailed(f"line 1: column(s) named twice: {_names(twice)}")
     unknown = [n for n in names if n not in _PARSERS]
     if len(unknown) == len(names):  # most likely data: the header was forgotten
         raise ImportFailed(f"line 1: no header row found (expected columns {expected})")
     if unknown:
-        raise ImportFailed(f"line 1: unknown column(s) {', '.join(unknown)} (expected {expected})")
+        raise ImportFailed(f"line 1: unknown column(s) {_names(unknown)} (expected {expected})")
     missing = [n for n in REQUIRED if n not in names]
     if missing:
         raise ImportFailed(f"line 1: missing column(s) {', '.join(missing)} (expected {expected})")
@@ -213,6 +241,8 @@ def stage_file(raw: BinaryIO, out: IO[str], dialect: str, progress: Progress | N
         writer.writerow(normalised)
         rows += 1
         with_id += normalised[1] != ""
+    if not rows:  # most likely a failed export; importing nothing would hide it
+        raise ImportFailed(f"line {first[0]}: the file has a header row but no data rows")
     return StagedFile(rows, with_id)
 
 

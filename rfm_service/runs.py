@@ -12,16 +12,17 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from . import calculation, score_storage
-from .locks import calculation_lock, lock_is_free
+from .locks import calculation_lock
 from .models import RFMRun, RFMScore
 from .segments import Rule
 from .statistics import compute_statistics
@@ -31,6 +32,14 @@ runs = RFMRun.__table__
 scores = RFMScore.__table__
 RunRecord = dict[str, Any]
 MAX_ATTEMPTS = 3  # executions of one run before it is given up
+# A worker killed mid-statement leaves its server session running that
+# statement (or waiting for a lock), holding the calculation lock, until the
+# server notices the client is gone. PostgreSQL 14+ then checks the client
+# every CLIENT_CHECK_MS while a statement runs, so the session ends within
+# about a second; a redelivered task waits up to TAKEOVER_WAIT_S for that
+# before it concludes that a live process is executing the run.
+CLIENT_CHECK_MS = 1000
+TAKEOVER_WAIT_S = 5.0
 
 
 class CalculationBusy(Exception):
@@ -109,9 +118,16 @@ def fail_queued(engine: Engine, run_id: int, reason: str) -> None:
         )
 
 
-def _stale_reason(engine: Engine, run: RunRecord, settings: RunSettings) -> str | None:
+def _lock_is_free(conn: Connection) -> bool:
+    # On the caller's connection, not a second one from the pool: requests
+    # holding one connection while waiting for another exhaust the pool.
+    with calculation_lock(conn) as got:
+        return got
+
+
+def _stale_reason(conn: Connection, run: RunRecord, settings: RunSettings) -> str | None:
     """Why an active run can be given up, or None while it is alive."""
-    if run["status"] == "running" and lock_is_free(engine):
+    if run["status"] == "running" and _lock_is_free(conn):
         return "the process running this calculation stopped before it finished"
     waited = (utcnow() - run["created_at"]).total_seconds()
     if run["status"] == "queued" and waited > settings.queued_timeout:
@@ -147,7 +163,7 @@ def request_run(
             active = active_run(conn)
             if active is None:  # it finished between our insert and this read
                 continue
-            reason = _stale_reason(engine, active, settings)
+            reason = _stale_reason(conn, active, settings)
             if reason is None:
                 return active, False
             conn.execute(
@@ -168,11 +184,23 @@ def _error_text(exc: BaseException, settings: RunSettings) -> str:
     return f"{type(exc).__name__}: {detail[0] if detail else 'no detail'}"[:500]
 
 
+def _watch_client(conn: Connection) -> None:
+    """Have the server abort this transaction soon after this process dies
+    (PostgreSQL 14+) rather than finish a long statement for nobody while
+    holding the calculation lock."""
+    if conn.dialect.name == "postgresql" and (conn.dialect.server_version_info or (0,)) >= (14,):
+        conn.execute(
+            text("SELECT set_config('client_connection_check_interval', :v, true)"),
+            {"v": str(CLIENT_CHECK_MS)},
+        )
+
+
 def _calculate(conn: Connection, run: RunRecord, settings: RunSettings) -> None:
     """Write the run's scores and statistics and make it current, atomically."""
     calculated_at = utcnow()
     with conn.begin():
         calculation.tune_session(conn, settings.work_mem, settings.time_limit)
+        _watch_client(conn)
         scored = score_storage.write_scores(
             conn, run["id"], settings.rules, run["as_of"], calculated_at
         )
@@ -208,46 +236,62 @@ def purge_old_scores(engine: Engine, conn: Connection, keep_runs: int) -> None:
 def execute_run(engine: Engine, settings: RunSettings, run_id: int) -> RunRecord:
     """Run a queued run (or take over one whose process died). Safe to call
     twice for the same run: a duplicate finds it finished, or the lock held."""
-    with engine.connect() as conn, calculation_lock(conn) as got:
-        run = get_run(conn, run_id)
-        if run is None:
-            raise LookupError(f"run {run_id} does not exist")
-        if not got or run["status"] in ("succeeded", "failed"):
-            return run
-        if run["attempts"] >= MAX_ATTEMPTS:  # its worker died every time (OOM, kill)
-            _finish(
-                conn,
-                run_id,
-                status="failed",
-                error=f"the calculation was interrupted {run['attempts']} times; giving up",
-            )
-            conn.commit()
-            return get_run(conn, run_id) or run
-        conn.execute(
-            update(runs)
-            .where(runs.c.id == run_id)
-            .values(
-                status="running",
-                started_at=utcnow(),
-                error=None,
-                worker=f"{socket.gethostname()}:{os.getpid()}",
-                attempts=runs.c.attempts + 1,
-            )
+    deadline = time.monotonic() + TAKEOVER_WAIT_S
+    while True:
+        with engine.connect() as conn, calculation_lock(conn) as got:
+            run = get_run(conn, run_id)
+            if run is None:
+                raise LookupError(f"run {run_id} does not exist")
+            # Running with the lock held: a live execution, or the server
+            # session of a killed one that is about to end (see CLIENT_CHECK_MS).
+            # SQLite's flock dies with its process, so there it is always live.
+            dying = conn.dialect.name == "postgresql" and run["status"] == "running"
+            if got or not dying or time.monotonic() >= deadline:
+                return _execute_locked(engine, conn, settings, run, got)
+        time.sleep(0.2)
+
+
+def _execute_locked(
+    engine: Engine, conn: Connection, settings: RunSettings, run: RunRecord, got: bool
+) -> RunRecord:
+    """The rest of ``execute_run``, on the connection that tried the lock."""
+    run_id = run["id"]
+    if not got or run["status"] in ("succeeded", "failed"):
+        return run
+    if run["attempts"] >= MAX_ATTEMPTS:  # its worker died every time (OOM, kill)
+        _finish(
+            conn,
+            run_id,
+            status="failed",
+            error=f"the calculation was interrupted {run['attempts']} times; giving up",
         )
         conn.commit()
-        try:
-            _calculate(conn, run, settings)
-        except BaseException as exc:
-            if conn.invalidated:
-                raise  # the connection is gone; the next request sees the run as stale
-            conn.rollback()
-            _finish(conn, run_id, status="failed", error=_error_text(exc, settings))
-            conn.commit()
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            purge_old_scores(engine, conn, settings.keep_runs)
         return get_run(conn, run_id) or run
+    conn.execute(
+        update(runs)
+        .where(runs.c.id == run_id)
+        .values(
+            status="running",
+            started_at=utcnow(),
+            error=None,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
+            attempts=runs.c.attempts + 1,
+        )
+    )
+    conn.commit()
+    try:
+        _calculate(conn, run, settings)
+    except BaseException as exc:
+        if conn.invalidated:
+            raise  # the connection is gone; the next request sees the run as stale
+        conn.rollback()
+        _finish(conn, run_id, status="failed", error=_error_text(exc, settings))
+        conn.commit()
+        if not isinstance(exc, Exception):
+            raise
+    else:
+        purge_old_scores(engine, conn, settings.keep_runs)
+    return get_run(conn, run_id) or run
 
 
 def calculate_now(

@@ -58,3 +58,11 @@ if ! redis_ready; then
   wait_for Redis redis_ready
 fi
 echo "ensure-services: PostgreSQL and Redis are up"
+
+# --- Chromium (browser tests of the dashboard) ---------------------------------
+# Debian's browser and its matching driver; the tests never download one.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "ensure-services: installing Chromium and ChromeDriver with apt-get"
+  apt_install chromium chromium-driver fonts-dejavu-core
+fi
+echo "ensure-services: $(chromium --version 2>/dev/null | head -n 1), $(chromedriver --version 2>/dev/null | cut -d' ' -f1-2)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -77,6 +78,13 @@ def service_env(database_url: str, queue: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM the service when the test process dies, so a killed
+    test run never leaves a worker consuming the queue."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @dataclass
 class Service:
     """A subprocess in its own process group, its output in a log file."""
@@ -98,6 +106,7 @@ class Service:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # so a hung child can be killed with its group
+                preexec_fn=_die_with_parent,
             )
         _services.append(self)
         return self

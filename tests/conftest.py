@@ -29,7 +29,7 @@ pytest_plugins = ["tests.celery_support"]
 PG_ADMIN_URL = os.environ.get(
     "RFM_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
-TABLES = ("rfm_page_marks", "rfm_scores", "rfm_runs", "orders", "customers")
+TABLES = ("api_tokens", "rfm_page_marks", "rfm_scores", "rfm_runs", "orders", "customers")
 
 
 def make_app(url: str, **config: Any) -> Flask:
@@ -73,6 +73,8 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 def empty_tables(app: Flask) -> None:
     with app.app_context(), db.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            # A connection a failed test left open fails the next test, not the run.
+            conn.execute(sa.text("SET LOCAL lock_timeout = '20s'"))
             # Per-run partitions go too: run ids restart, and names follow them.
             partitions = conn.execute(
                 sa.text(

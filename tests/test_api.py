@@ -525,6 +525,9 @@ def test_openapi_document_lists_every_endpoint(client: FlaskClient) -> None:
         "/api/rfm/jobs/{run_id}/": ["get"],
         "/api/rfm/statistics/": ["get"],
         "/api/rfm/by-segment/": ["get"],
+        "/api/rfm/transitions/": ["get"],
+        "/api/rfm/grid/": ["get"],
+        "/api/rfm/export.csv": ["get"],
     }
     for ref in _refs(spec):  # every reference resolves inside the document
         node = spec

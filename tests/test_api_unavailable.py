@@ -67,3 +67,19 @@ def test_database_down_answers_503_with_detail(pg_url: str) -> None:
         assert response.get_json() == {"detail": "the database is unavailable; try again later"}
     response = client.post("/api/rfm/calculate/", json={})
     assert response.status_code == 503
+
+
+def test_an_exhausted_connection_pool_answers_503_not_500(pg_url: str) -> None:
+    app = make_app(
+        pg_url,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0, "pool_timeout": 0.3},
+    )
+    with app.app_context():
+        held = db.engine.connect()  # the pool's only connection, for real
+        try:
+            response = app.test_client().get("/api/rfm/")
+        finally:
+            held.close()
+            db.engine.dispose()
+    assert response.status_code == 503
+    assert response.get_json() == {"detail": "the database is unavailable; try again later"}

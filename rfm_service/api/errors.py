@@ -16,6 +16,8 @@ import marshmallow as ma
 from flask import Flask, Response, current_app, jsonify
 from flask_smorest import Api
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge, abort
 
 from .. import runs
@@ -62,7 +64,7 @@ def validation_detail(messages: Any) -> str:
     return "; ".join(lines) or "invalid request"
 
 
-def _error_response(error: HTTPException) -> tuple[Response, int, list[tuple[str, str]]]:
+def _error_response(error: HTTPException) -> tuple[Response, int, Headers]:
     code = error.code or 500
     data = getattr(error, "data", None) or {}
     if "messages" in data or "errors" in data:
@@ -79,7 +81,9 @@ def _error_response(error: HTTPException) -> tuple[Response, int, list[tuple[str
     # Keep headers such as Allow (405) and Retry-After, drop the HTML type.
     headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
     headers += list((data.get("headers") or {}).items())
-    return jsonify(detail=detail), code, headers
+    # Headers, not a list: Flask would keep only the last of repeated names
+    # (a 401 sends one WWW-Authenticate per scheme).
+    return jsonify(detail=detail), code, Headers(headers)
 
 
 class RFMApi(Api):
@@ -98,8 +102,11 @@ def _executor_unavailable(exc: ExecutorUnavailable) -> tuple[Response, int, dict
     return jsonify(detail=str(exc)), 503, {"Retry-After": "30"}
 
 
-def _database_unavailable(exc: OperationalError) -> tuple[Response, int, dict[str, str]]:
-    # Connection refused, server restarting, too many clients: transient, so
+def _database_unavailable(
+    exc: OperationalError | PoolTimeout,
+) -> tuple[Response, int, dict[str, str]]:
+    # Connection refused, server restarting, too many clients, every pooled
+    # connection busy: transient, so
     # a 503 the client may retry rather than a 500 (logged, never shown).
     current_app.logger.error("database error: %s", exc)
     return jsonify(detail="the database is unavailable; try again later"), 503, {"Retry-After": "5"}
@@ -116,5 +123,6 @@ def _busy(exc: runs.CalculationBusy) -> tuple[Response, int]:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ExecutorUnavailable, _executor_unavailable)
     app.register_error_handler(OperationalError, _database_unavailable)
+    app.register_error_handler(PoolTimeout, _database_unavailable)
     app.register_error_handler(runs.InvalidAsOf, _invalid_as_of)
     app.register_error_handler(runs.CalculationBusy, _busy)

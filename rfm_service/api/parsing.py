@@ -9,6 +9,7 @@ import flask
 import flask_smorest
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .errors import fail
 
@@ -20,15 +21,27 @@ class RFMParser(FlaskParser):
         # webargs silently ignores a non-JSON body; a form-encoded
         # {"as_of": ...} would then calculate for today without a word.
         if not is_json_request(req):
-            if req.get_data(cache=True):
+            if _body(req):
                 fail(415, "the request body must be JSON (Content-Type: application/json)")
             return core.missing
-        return core.parse_json(req.get_data(cache=True))
+        return core.parse_json(_body(req))
 
     def _handle_invalid_json_error(
         self, error: Exception, req: flask.Request, *args: Any, **kwargs: Any
     ) -> Any:
         fail(400, "the request body is not valid JSON")
+
+
+def _body(req: flask.Request) -> bytes:
+    data = req.get_data(cache=True)
+    limit = req.max_content_length
+    # A body without Content-Length (chunked; gunicorn sets
+    # wsgi.input_terminated) is cut at the limit by werkzeug without an
+    # error, and the cut-off JSON could even parse. One that reaches the
+    # limit may have gone on: refuse it as too large.
+    if req.content_length is None and limit is not None and len(data) >= limit:
+        raise RequestEntityTooLarge()
+    return data
 
 
 class Blueprint(flask_smorest.Blueprint):

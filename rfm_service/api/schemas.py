@@ -184,3 +184,165 @@ class StatisticsSchema(ma.Schema):
     revenue = Money()
     segments = fields.List(fields.Nested(SegmentStatsSchema))
     dimensions = fields.Nested(DimensionsSchema)
+
+
+# --- insights: movement between runs, the R x F grid, CSV export ----------------
+
+MAX_RUN_ID = 2**31 - 1  # run ids are 32-bit integer columns
+_RUN_ID = validate.Range(min=1, max=MAX_RUN_ID)
+_TRANSITION_SEGMENT_HELP = (
+    'A segment name (case-insensitive) or slug, or "(none)" (slug none): not scored '
+    "in that run. Give from_segment and to_segment together to list the customers "
+    "of one matrix cell."
+)
+
+
+class TransitionSegment(fields.String):
+    """A segment name or slug, or the pseudo-segment "(none)"."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        from flask import current_app  # here: the schema module's imports stay as they were
+
+        from ..insights import InsightError, check_segment
+
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return check_segment(current_app.extensions["rfm_rules"], text, "segment")
+        except InsightError as exc:
+            raise ma.ValidationError(str(exc).removeprefix("segment: ")) from None
+
+
+class TransitionQuery(PageQuery):
+    from_run = fields.Integer(
+        validate=_RUN_ID,
+        metadata={"description": "Default: the succeeded run before to_run whose scores are kept."},
+    )
+    to_run = fields.Integer(validate=_RUN_ID, metadata={"description": "Default: the current run."})
+    from_segment = TransitionSegment(metadata={"description": _TRANSITION_SEGMENT_HELP})
+    to_segment = TransitionSegment(metadata={"description": _TRANSITION_SEGMENT_HELP})
+
+    @ma.validates_schema
+    def _segments_go_together(self, data: dict[str, Any], **_: Any) -> None:
+        if ("from_segment" in data) != ("to_segment" in data):
+            raise ma.ValidationError(
+                "from_segment and to_segment go together: give both to list the customers "
+                "of one matrix cell, or neither for the whole matrix"
+            )
+
+
+class GridQuery(ma.Schema):
+    run = fields.Integer(validate=_RUN_ID, metadata={"description": "Default: the current run."})
+
+
+class ExportQuery(ma.Schema):
+    segment = SegmentName(metadata={"description": _SEGMENT_HELP})
+
+
+class RunRefSchema(ma.Schema):
+    id = fields.Integer()
+    as_of = fields.Date()
+    customers_scored = fields.Integer()
+    finished_at = UTCTimestamp(allow_none=True, metadata={"format": "date-time"})
+
+
+class SegmentMovementSchema(ma.Schema):
+    segment = fields.String()
+    from_customers = fields.Integer(metadata={"description": "In this segment in from_run."})
+    to_customers = fields.Integer(metadata={"description": "In this segment in to_run."})
+    stayed = fields.Integer(metadata={"description": "In this segment in both runs."})
+    entered = fields.Integer(
+        metadata={"description": 'In it in to_run, not in from_run (including from "(none)").'}
+    )
+    left = fields.Integer(
+        metadata={"description": 'In it in from_run, not in to_run (including to "(none)").'}
+    )
+
+
+class MovementTotalsSchema(ma.Schema):
+    in_both_runs = fields.Integer()
+    unchanged = fields.Integer(metadata={"description": "Same segment in both runs."})
+    changed_segment = fields.Integer(metadata={"description": "Scored in both, segment differs."})
+    entered = fields.Integer(metadata={"description": 'From "(none)": scored in to_run only.'})
+    left = fields.Integer(metadata={"description": 'To "(none)": scored in from_run only.'})
+
+
+class TransitionCellSchema(ma.Schema):
+    from_segment = fields.String()
+    to_segment = fields.String()
+    customers = fields.Integer()
+    customers_url = fields.String(metadata={"description": "This cell's customers (paginated)."})
+
+
+class TransitionsSchema(ma.Schema):
+    from_run = fields.Nested(RunRefSchema)
+    to_run = fields.Nested(RunRefSchema)
+    none_segment = fields.String(
+        metadata={"description": "The pseudo-segment of customers scored in one run only."}
+    )
+    segments = fields.List(
+        fields.String(), metadata={"description": "Row and column order of matrix."}
+    )
+    matrix = fields.List(
+        fields.List(fields.Integer()),
+        metadata={
+            "description": "matrix[i][j]: customers in segments[i] in from_run and in "
+            "segments[j] in to_run."
+        },
+    )
+    cells = fields.List(
+        fields.Nested(TransitionCellSchema), metadata={"description": "The non-zero cells."}
+    )
+    per_segment = fields.List(fields.Nested(SegmentMovementSchema))
+    totals = fields.Nested(MovementTotalsSchema)
+
+
+class TransitionSideSchema(ma.Schema):
+    recency_days = fields.Integer()
+    frequency = fields.Integer()
+    monetary = Money()
+    recency_score = fields.Integer()
+    frequency_score = fields.Integer()
+    monetary_score = fields.Integer()
+    rfm_score = fields.String()
+    segment = fields.String()
+
+    @ma.pre_dump
+    def _add_rfm_score(self, row: dict[str, Any], **_: Any) -> dict[str, Any]:
+        scores = (row["recency_score"], row["frequency_score"], row["monetary_score"])
+        return {**row, "rfm_score": "".join(str(s) for s in scores)}
+
+
+class TransitionCustomerSchema(ma.Schema):
+    customer_id = fields.Integer()
+    from_ = fields.Nested(
+        TransitionSideSchema,
+        data_key="from",
+        attribute="from",
+        allow_none=True,
+        metadata={"description": "The customer's score in from_run; null if not scored there."},
+    )
+    to = fields.Nested(
+        TransitionSideSchema,
+        allow_none=True,
+        metadata={"description": "The customer's score in to_run; null if not scored there."},
+    )
+
+
+class TransitionCustomerPageSchema(_PageSchema):
+    results = fields.List(fields.Nested(TransitionCustomerSchema))
+
+
+class GridCellSchema(ma.Schema):
+    recency_score = fields.Integer()
+    frequency_score = fields.Integer()
+    customers = fields.Integer()
+    revenue = Money()
+    mean_monetary = Money(allow_none=True)
+
+
+class GridSchema(ma.Schema):
+    run = fields.Nested(RunRefSchema)
+    cells = fields.List(
+        fields.Nested(GridCellSchema),
+        metadata={"description": "25 cells: recency score 5..1, each with frequency 1..5."},
+    )

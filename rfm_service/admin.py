@@ -1,0 +1,213 @@
+"""A read-only operator's view of scores and runs (Flask-Admin), at ``/admin``.
+
+- Nothing can be created, edited or deleted.
+- Scores show the current run unless a "Run" filter asks for another, and
+  the list never counts: ``simple_list_pager`` pages with prev/next only, so
+  opening the view costs one index range read, not a COUNT over a million rows.
+- Search takes a customer id (an exact, indexed match); filters: segment,
+  each score, run; sortable columns; CSV export of what the list shows,
+  streamed off a server-side cursor (for a whole run, ``/api/rfm/export.csv``
+  or ``flask export-rfm`` is the faster path).
+
+Access control: ``admin_access_allowed`` is the hook. The app-wide request
+check in ``auth.py`` already guards ``/admin`` (a write token); a deployment
+can narrow it further by registering a callable at
+``app.extensions["rfm_admin_access"]`` that returns whether this request may
+see the admin.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from flask import Flask, current_app, request
+from flask_admin import Admin, AdminIndexView
+from flask_admin.contrib.sqla import ModelView
+from flask_admin.contrib.sqla import filters as sqla_filters
+from flask_admin.theme import Bootstrap4Theme
+from sqlalchemy import false, select
+from werkzeug.exceptions import Forbidden
+
+from .extensions import db
+from .models import RFMRun, RFMScore
+from .segments import Rule, segment_names
+
+ACCESS_HOOK = "rfm_admin_access"
+MAX_ID = 2**31 - 1
+_SCORE_OPTIONS = [(str(s), str(s)) for s in range(1, 6)]
+
+
+def admin_access_allowed() -> bool:
+    """Whether the current request may use the admin (see the module doc)."""
+    check = current_app.extensions.get(ACCESS_HOOK)
+    return True if check is None else bool(check())
+
+
+def _money(_view: Any, _context: Any, model: Any, name: str) -> str:
+    return str(Decimal(str(getattr(model, name))).quantize(Decimal("0.01")))
+
+
+def _utc(_view: Any, _context: Any, model: Any, name: str) -> str:
+    value: dt.datetime | None = getattr(model, name)
+    return "" if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class ReadOnlyView(ModelView):
+    can_create = False
+    can_edit = False
+    can_delete = False
+    can_view_details = True
+    can_export = True
+    export_types = ["csv"]  # noqa: RUF012 (Flask-Admin's class-level option)
+    named_filter_urls = True
+    page_size = 50
+
+    def is_accessible(self) -> bool:
+        return admin_access_allowed()
+
+    def inaccessible_callback(self, name: str, **kwargs: Any) -> Any:
+        raise Forbidden("the admin is not available to this request")
+
+    def _export_data(self) -> tuple[int | None, Any]:
+        """Flask-Admin loads every exported row with ``.all()``; stream them
+        from a server-side cursor instead (same filters, search and order)."""
+        args = self._get_list_extra_args()
+        sort = self._get_column_by_idx(args.sort)
+        _count, query = self.get_list(
+            0,
+            sort[0] if sort else None,
+            args.sort_desc,
+            args.search,
+            args.filters,
+            execute=False,
+            page_size=self.export_max_rows,
+        )
+        return None, query.yield_per(1000)
+
+
+class ScoreView(ReadOnlyView):
+    simple_list_pager = True  # no COUNT(*): prev/next pages only
+    column_list = (
+        "run_id",
+        "customer_id",
+        "segment",
+        "rfm_score",
+        "recency_score",
+        "frequency_score",
+        "monetary_score",
+        "recency_days",
+        "frequency",
+        "monetary",
+        "calculated_at",
+    )
+    column_details_list = column_list
+    column_export_list = column_list
+    column_sortable_list = (
+        "customer_id",
+        "segment",
+        "recency_score",
+        "frequency_score",
+        "monetary_score",
+        "recency_days",
+        "frequency",
+        "monetary",
+    )
+    column_default_sort = ("customer_id", False)
+    column_searchable_list = ("customer_id",)
+    column_labels = {"rfm_score": "RFM", "run_id": "Run"}  # noqa: RUF012
+    column_formatters = {"monetary": _money, "calculated_at": _utc}  # noqa: RUF012
+    column_formatters_export = column_formatters
+    column_descriptions = {  # noqa: RUF012
+        "run_id": "The current run unless a Run filter is set.",
+    }
+
+    def __init__(self, rules: Sequence[Rule], **kwargs: Any) -> None:
+        segments = [(name, name) for name in segment_names(rules)]
+        self.column_filters = [
+            sqla_filters.FilterEqual(RFMScore.segment, "Segment", options=segments),
+            sqla_filters.IntEqualFilter(RFMScore.recency_score, "R", options=_SCORE_OPTIONS),
+            sqla_filters.IntEqualFilter(RFMScore.frequency_score, "F", options=_SCORE_OPTIONS),
+            sqla_filters.IntEqualFilter(RFMScore.monetary_score, "M", options=_SCORE_OPTIONS),
+            sqla_filters.FloatGreaterFilter(RFMScore.monetary, "Monetary"),
+            sqla_filters.FloatSmallerFilter(RFMScore.monetary, "Monetary"),
+            sqla_filters.IntEqualFilter(RFMScore.run_id, "Run"),
+        ]
+        super().__init__(RFMScore, db, **kwargs)
+
+    def search_placeholder(self) -> str:
+        return "Customer id"
+
+    def _run_filter_given(self) -> bool:
+        for arg in request.args:
+            key = arg.partition("_")[2] if arg.startswith("flt") else ""
+            found = (self._filter_args or {}).get(key)
+            if found and found[1].column is RFMScore.run_id:
+                return True
+        return False
+
+    def _current_run_only(self, query: Any) -> Any:
+        if self._run_filter_given():
+            return query
+        current = select(RFMRun.id).where(RFMRun.is_current.is_(True)).scalar_subquery()
+        return query.filter(RFMScore.run_id == current)
+
+    def get_query(self) -> Any:
+        return self._current_run_only(super().get_query())
+
+    def get_count_query(self) -> Any:
+        return self._current_run_only(super().get_count_query())
+
+    def _apply_search(
+        self, query: Any, count_query: Any, joins: Any, count_joins: Any, search: str
+    ) -> tuple[Any, Any, Any, Any]:
+        # An exact, indexed match on the customer id instead of Flask-Admin's
+        # CAST(customer_id AS text) LIKE '%term%' over every row.
+        term = search.strip()
+        if term.isdigit() and int(term) <= MAX_ID:
+            condition = RFMScore.customer_id == int(term)
+        else:
+            condition = false()
+        query = query.filter(condition)
+        if count_query is not None:
+            count_query = count_query.filter(condition)
+        return query, count_query, joins, count_joins
+
+
+class RunView(ReadOnlyView):
+    column_list = (
+        "id",
+        "status",
+        "trigger",
+        "as_of",
+        "is_current",
+        "customers_scored",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "error",
+    )
+    column_details_list = (*column_list, "segment_counts", "worker")
+    column_export_list = column_list
+    column_sortable_list = ("id", "status", "trigger", "as_of", "customers_scored")
+    column_default_sort = ("id", True)
+    column_filters = ("status", "trigger", "as_of", "is_current")
+    column_labels = {"is_current": "Current"}  # noqa: RUF012
+    column_formatters = {"created_at": _utc, "started_at": _utc, "finished_at": _utc}  # noqa: RUF012
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(RFMRun, db, **kwargs)
+
+
+def init_admin(app: Flask) -> Admin:
+    # The index template lives with the dashboard's (rfm_admin/index.html).
+    home = AdminIndexView(name="Home", url="/admin", template="rfm_admin/index.html")
+    admin = Admin(app, name="RFM admin", index_view=home, theme=Bootstrap4Theme(fluid=True))
+    # Endpoints prefixed: the API's blueprints are called "scores" and "jobs" already.
+    admin.add_view(
+        ScoreView(app.extensions["rfm_rules"], name="Scores", endpoint="admin_scores", url="scores")
+    )
+    admin.add_view(RunView(name="Runs", endpoint="admin_runs", url="runs"))
+    return admin

@@ -1,0 +1,81 @@
+"""The dashboard at ``/``: server-rendered (Jinja), charts as inline SVG and
+CSS, one small script (``static/dashboard.js``) for the Recalculate button.
+Nothing is loaded from another host, so it works offline.
+
+Query parameters: ``segment`` (name or slug) and ``page`` for the scores
+table; ``done`` (a run id) shows how that run ended, after Recalculate.
+Bad values never fail the page: they are ignored with a notice.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from flask import Blueprint, current_app, render_template, request
+
+from ..api import queries
+from ..extensions import db
+from ..segments import resolve_segment, segment_names
+from . import figures
+
+PAGE_SIZE = 25
+
+bp = Blueprint(
+    "dashboard",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/dashboard/static",
+)
+
+
+@bp.app_template_filter("rfm_int")
+def _int(value: Any) -> str:
+    return "–" if value is None else f"{int(value):,}"
+
+
+@bp.app_template_filter("rfm_money")
+def _money(value: Any) -> str:
+    if value is None:
+        return "–"
+    try:
+        return f"{Decimal(str(value)):,.2f}"
+    except InvalidOperation:
+        return str(value)
+
+
+@bp.app_template_filter("rfm_pct")
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{100 * float(value):.1f}%"
+
+
+def _page() -> int:
+    page = request.args.get("page", "1")
+    return int(page) if page.isdigit() and 0 < len(page) < 10 else 1
+
+
+@bp.get("/")
+def index() -> str:
+    rules = current_app.extensions["rfm_rules"]
+    notices = []
+    wanted = request.args.get("segment", "").strip()
+    segment = resolve_segment(rules, wanted) if wanted else None
+    if wanted and segment is None:
+        notices.append(f"Unknown segment {wanted!r}; showing all segments.")
+    done = request.args.get("done", "")
+    with db.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            # One snapshot for every figure, even if a run commits mid-page
+            # (SQLite reads stay within the one run they name).
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        data = figures.collect(conn, rules, segment=segment, page=_page(), page_size=PAGE_SIZE)
+        finished = queries.run_by_id(conn, int(done)) if done.isdigit() and len(done) < 10 else None
+    return render_template(
+        "dashboard/index.html",
+        notices=notices,
+        finished=finished,
+        segment_names=segment_names(rules),
+        page_size=PAGE_SIZE,
+        **data,
+    )
