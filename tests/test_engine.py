@@ -243,7 +243,7 @@ def test_old_runs_keep_history_within_retention(app: Flask) -> None:
     add_orders(app, [(1, at(AS_OF), Decimal("1.00")), (2, at(AS_OF), Decimal("2.00"))])
     ids = [calculate(app, AS_OF)["id"] for _ in range(4)]
     with app.app_context():
-        kept = db.session.execute(sa.select(sa.distinct(RFMScore.run_id))).scalars().all()
+        kept = db.session.execute(sa.select(RFMScore.run_id).distinct()).scalars().all()
         current = (
             db.session.execute(sa.select(RFMRun.id).where(RFMRun.is_current.is_(True)))
             .scalars()
