@@ -17,7 +17,8 @@ from .segments import OTHERS, cell_map, segment_names
 from .timeutil import parse_date
 
 
-def _as_of(_ctx: click.Context, _param: click.Parameter, value: str | None) -> dt.date | None:
+def date_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> dt.date | None:
+    """Click callback for strict ``YYYY-MM-DD`` options (exit 2 with the reason)."""
     if value is None:
         return None
     try:
@@ -35,7 +36,7 @@ def _table(counts: dict[str, int]) -> str:
 
 
 @click.command("calculate-rfm")
-@click.option("--as-of", callback=_as_of, metavar="YYYY-MM-DD", help="Default: today (UTC).")
+@click.option("--as-of", callback=date_option, metavar="YYYY-MM-DD", help="Default: today (UTC).")
 @click.option("--verbose", is_flag=True, help="Per-segment table and timings.")
 @click.option("--dry-run", is_flag=True, help="Compute and print; write nothing, not even a run.")
 @with_appcontext

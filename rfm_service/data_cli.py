@@ -17,19 +17,11 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import demo_data, ingest
+from .cli import date_option
 from .extensions import db
-from .timeutil import parse_date, today_utc
+from .timeutil import today_utc
 
 PROGRESS_FROM_BYTES = 1 << 20  # smaller files finish before a bar would help
-
-
-def _date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return parse_date(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 def _stderr_bar(length: int, label: str, hidden: bool = False):
@@ -90,7 +82,10 @@ def import_orders(csv_file: Path) -> None:
     help="Average; the total is about customers times this.",
 )
 @click.option(
-    "--end-date", callback=_date, metavar="YYYY-MM-DD", help="Last order day. Default: today (UTC)."
+    "--end-date",
+    callback=date_option,
+    metavar="YYYY-MM-DD",
+    help="Last order day. Default: today (UTC).",
 )
 @click.option("--append", is_flag=True, help="Add to a database that already has customers.")
 @click.option(
