@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, text
 
 # "RFM" in ASCII; any constant shared by every process works.
 ADVISORY_KEY = 0x52464D
@@ -68,8 +68,3 @@ def calculation_lock(conn: Connection) -> Iterator[bool]:
             if got:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-
-def lock_is_free(engine: Engine) -> bool:
-    """Whether no process holds the calculation lock right now."""
-    with engine.connect() as conn, calculation_lock(conn) as got:
-        return got
