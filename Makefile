@@ -58,6 +58,11 @@ flower: venv
 	@test -n "$$FLOWER_BASIC_AUTH" || { echo "set FLOWER_BASIC_AUTH=user:password"; exit 1; }
 	$(BIN)/celery -A worker flower --address=127.0.0.1 --port=5555
 
+## make bench: recalculation, import and HTTP benchmarks at 10k/100k/1M customers -> BENCHMARKS.md
+bench: venv services
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-bench.txt
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 SOAK_SECONDS ?= 120
 ## make soak: the production-like stack under read load, recalculating every 10 s
 soak: venv services
