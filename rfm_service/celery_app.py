@@ -85,6 +85,10 @@ def celery_config(app: Flask) -> dict[str, Any]:
             "socket_connect_timeout": 2,
             "socket_timeout": 5,
         },
+        # Task events, so Flower shows each calculation (received, started,
+        # succeeded) and not only the worker's totals.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
         "timezone": "UTC",
         "enable_utc": True,
         "beat_schedule": {

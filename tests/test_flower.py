@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from flask import Flask
 
 from tests.celery_support import (
     Service,
@@ -15,7 +18,9 @@ from tests.celery_support import (
     http_get,
     service_env,
     start_service,
+    wait_for_run,
 )
+from tests.conftest import add_orders
 
 pytest_plugins = ["tests.celery_support"]
 pytestmark = pytest.mark.celery
@@ -102,3 +107,25 @@ def test_flower_takes_its_credentials_from_flower_basic_auth(
 
         assert http_get(f"{url}/")[0] == 401
         assert http_get(f"{url}/", auth=("ops", "pa55"))[0] == 200
+
+
+def test_a_calculation_posted_to_the_api_shows_in_flower(
+    flower: tuple[Service, str], worker_app: Flask
+) -> None:
+    service, url = flower
+    add_orders(worker_app, [(1, dt.datetime(2026, 2, 1, tzinfo=dt.UTC), Decimal("9.99"))])
+    posted = worker_app.test_client().post("/api/rfm/calculate/", json={"as_of": "2026-03-01"})
+    run_id = posted.get_json()["id"]
+    assert wait_for_run(worker_app, run_id)["status"] == "succeeded"
+    seen: dict[str, dict[str, object]] = {}
+
+    def task_succeeded_in_flower() -> bool:
+        status, body = http_get(f"{url}/api/tasks", auth=CREDENTIALS, timeout=10)
+        if status == 200:
+            seen.update(json.loads(body))
+        return any(
+            t["name"] == "rfm.calculate" and t["args"] == f"({run_id},)" and t["state"] == "SUCCESS"
+            for t in seen.values()
+        )
+
+    service.wait_for(f"run {run_id}'s task in Flower", task_succeeded_in_flower, timeout=20)
