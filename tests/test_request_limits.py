@@ -17,6 +17,7 @@ from flask import Flask
 
 from rfm_service import create_app, executor
 from rfm_service.extensions import db
+from rfm_service.models import RFMRun
 
 from .auth_support import DATABASES, bearer, database_url, issue_token, secured_app
 from .conftest import add_orders
@@ -228,3 +229,23 @@ def test_every_documented_query_parameter_survives_sql_looking_values(
                 sent += 1
     assert sent >= 6 * len(INJECTIONS)
     assert snapshot(scored_app) == before
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/plain"],
+)
+def test_an_empty_form_post_cannot_start_a_calculation(app: Flask, content_type: str) -> None:
+    """What a cross-site HTML form can send (CSRF with cached Basic credentials)."""
+    response = app.test_client().post(
+        "/api/rfm/calculate/", data=b"", headers={"Content-Type": content_type}
+    )
+    assert response.status_code == 415
+    assert "must be JSON" in response.get_json()["detail"]
+    with app.app_context():
+        assert db.session.execute(sa.select(sa.func.count()).select_from(RFMRun)).scalar() == 0
+
+
+def test_an_empty_post_without_content_type_still_uses_today(app: Flask) -> None:
+    response = app.test_client().post("/api/rfm/calculate/")
+    assert response.status_code == 202

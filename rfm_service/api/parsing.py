@@ -13,6 +13,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .errors import fail
 
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
+
 
 class RFMParser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400  # webargs says 422; the contract says 400
@@ -21,7 +23,11 @@ class RFMParser(FlaskParser):
         # webargs silently ignores a non-JSON body; a form-encoded
         # {"as_of": ...} would then calculate for today without a word.
         if not is_json_request(req):
-            if _body(req):
+            # Also refuse an *empty* body of a type an HTML form on another
+            # site can send: with the browser's cached Basic credentials it
+            # would otherwise start a calculation (CSRF). JSON needs a CORS
+            # preflight, which this API never grants.
+            if _body(req) or req.mimetype in FORM_TYPES:
                 fail(415, "the request body must be JSON (Content-Type: application/json)")
             return core.missing
         return core.parse_json(_body(req))
