@@ -1,0 +1,241 @@
+"""Evidence for explaining a missed target, written to bench/plans/:
+
+- ``floor_<size>.txt``: EXPLAIN (ANALYZE, BUFFERS) of the bare statement;
+- ``insert_<size>.txt``: the same for the INSERT the project's write path
+  really runs (captured from it in a transaction that is rolled back);
+- ``timeline_<size>.txt``: every SQL statement of one real calculation, timed;
+- ``list_first_<size>.txt``, ``list_last_<size>.txt``: every statement that
+  serving the list's first / last page runs, replayed under EXPLAIN ANALYZE;
+- ``profile_detail_<size>.txt``: where Python spends the time of
+  ``GET /api/rfm/{id}/`` (cProfile over in-process requests).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import datetime as dt
+import io
+import math
+import pstats
+import re
+import time
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import event
+
+from rfm_service import calculation, runs
+from rfm_service.extensions import db
+
+from .common import query
+from .datasets import AS_OF
+from .recalc import scored_select
+
+EXPLAIN = "EXPLAIN (ANALYZE, BUFFERS, SETTINGS) "
+HEADER = "-- written by `python -m bench.run`; EXPLAIN (ANALYZE, BUFFERS, SETTINGS)\n"
+
+
+def _write_scores():
+    """The function the run service writes a run's scores with."""
+    try:
+        from rfm_service import score_storage
+    except ImportError:  # before per-run partitions
+        return calculation.insert_scores
+    return score_storage.write_scores
+
+
+def _plan_text(statement: str, rows) -> str:
+    quoted = "\n".join(f"-- {line}" for line in statement.strip().splitlines())
+    return quoted + "\n\n" + "\n".join(row[0] for row in rows) + "\n"
+
+
+def floor_plan(app: Flask, path: Path) -> Path:
+    with app.app_context(), db.engine.connect() as conn:
+        try:
+            sql, params = scored_select(app, conn)
+            stmt = calculation._stmt(f"{EXPLAIN}CREATE TEMP TABLE bench_floor AS {sql}")
+            rows = conn.execute(stmt, params).all()
+        finally:
+            conn.rollback()
+    path.write_text(HEADER + _plan_text(f"CREATE TEMP TABLE bench_floor AS {sql}", rows))
+    return path
+
+
+def insert_plan(app: Flask, path: Path) -> Path:
+    """EXPLAIN ANALYZE of the INSERT the write path issues: the statement is
+    rewritten on its way to the driver, so whatever the project does around
+    it (partitions, DDL) happens as usual; then everything is rolled back."""
+    captured: list[str] = []
+    with app.app_context(), db.engine.connect() as conn:
+
+        def before(_conn, _cursor, statement, parameters, _context, _many):
+            if statement.lstrip().upper().startswith("INSERT INTO RFM_SCORES"):
+                return EXPLAIN + statement, parameters
+            return statement, parameters
+
+        def after(_conn, cursor, statement, _parameters, _context, _many):
+            if statement.startswith(EXPLAIN):
+                captured.append(_plan_text(statement[len(EXPLAIN) :], cursor.fetchall()))
+
+        event.listen(conn, "before_cursor_execute", before, retval=True)
+        event.listen(conn, "after_cursor_execute", after)
+        try:
+            with conn.begin() as tx:
+                settings = runs.RunSettings.from_app(app)
+                calculation.tune_session(conn, settings.work_mem, settings.time_limit)
+                # Run id 0 never exists; everything is rolled back.
+                write = _write_scores()
+                write(
+                    conn, 0, settings.rules, dt.date.fromisoformat(AS_OF), dt.datetime.now(dt.UTC)
+                )
+                tx.rollback()
+        finally:
+            event.remove(conn, "before_cursor_execute", before)
+            event.remove(conn, "after_cursor_execute", after)
+    path.write_text(HEADER + "\n".join(captured))
+    return path
+
+
+def timeline(app: Flask, path: Path) -> dict:
+    """One calculation through the run service in this process (the code the
+    CLI's task runs), every SQL statement timed; a real run, left current."""
+    timed: list[tuple[float, float, str]] = []
+
+    def before(conn, _cursor, _statement, _parameters, _context, _many):
+        conn.info["bench_started"] = time.perf_counter()
+
+    def after(conn, _cursor, statement, _parameters, _context, _many):
+        now = time.perf_counter()
+        timed.append((conn.info.pop("bench_started", now), now, statement))
+
+    with app.app_context():
+        engine = db.engine
+        event.listen(engine, "before_cursor_execute", before)
+        event.listen(engine, "after_cursor_execute", after)
+        try:
+            started = time.perf_counter()
+            settings = runs.RunSettings.from_app(app)
+            run = runs.calculate_now(engine, settings, "cli", dt.date.fromisoformat(AS_OF))
+            total = time.perf_counter() - started
+        finally:
+            event.remove(engine, "before_cursor_execute", before)
+            event.remove(engine, "after_cursor_execute", after)
+    in_sql = sum(end - begin for begin, end, _ in timed)
+    lines = [
+        "-- Every SQL statement of one calculation (runs.calculate_now, as the CLI's task),",
+        f"-- run {run['id']} {run['status']}, {run['customers_scored']} customers; "
+        "written by `python -m bench.run`",
+        f"-- total {total * 1000:,.1f} ms; in statements {in_sql * 1000:,.1f} ms; "
+        f"the rest (commits, Python) {(total - in_sql) * 1000:,.1f} ms",
+        "",
+        f"{'start ms':>10} {'took ms':>10}  statement",
+    ]
+    for begin, end, statement in timed:
+        flat = " ".join(statement.split())
+        lines.append(f"{(begin - started) * 1000:10.1f} {(end - begin) * 1000:10.1f}  {flat[:150]}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    slowest = sorted(timed, key=lambda t: t[0] - t[1])[:6]
+    return {
+        "path": str(path),
+        "total_ms": total * 1000,
+        "statements_ms": in_sql * 1000,
+        "slowest": [((end - begin) * 1000, " ".join(s.split())[:110]) for begin, end, s in slowest],
+    }
+
+
+def request_plans(app: Flask, url: str, path: Path) -> Path:
+    """Serve ``url`` in-process, then replay each statement it ran under
+    EXPLAIN ANALYZE (reads only, so replaying changes nothing)."""
+    seen: list[tuple[str, object]] = []
+
+    def after(_conn, _cursor, statement, parameters, _context, _many):
+        seen.append((statement, parameters))
+
+    with app.app_context():
+        engine = db.engine
+        event.listen(engine, "after_cursor_execute", after)
+        try:
+            started = time.perf_counter()
+            response = app.test_client().get(url)
+            took = time.perf_counter() - started
+        finally:
+            event.remove(engine, "after_cursor_execute", after)
+        parts = [
+            f"{HEADER}-- GET {url}: HTTP {response.status_code} in {took * 1000:,.1f} ms "
+            f"in-process; {len(seen)} statement(s), each replayed below\n"
+        ]
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            for statement, parameters in seen:
+                if not statement.lstrip().upper().startswith("SELECT"):
+                    continue
+                cursor.execute(EXPLAIN + statement, parameters)
+                parts.append(_plan_text(cursor.mogrify(statement, parameters).decode(), cursor))
+            raw.rollback()
+        finally:
+            raw.close()
+    path.write_text("\n".join(parts))
+    return path
+
+
+def profile_requests(app: Flask, urls: list[str], path: Path, top: int = 30) -> Path:
+    """cProfile over in-process requests (no server, no network)."""
+    client = app.test_client()
+    with app.app_context():
+        for url in urls[:20]:  # warm: connections, caches
+            client.get(url)
+        profiler = cProfile.Profile()
+        started = time.perf_counter()
+        profiler.enable()
+        for url in urls:
+            client.get(url)
+        profiler.disable()
+        took = time.perf_counter() - started
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+    per = took / len(urls) * 1000
+    path.write_text(
+        f"# cProfile of {len(urls)} in-process requests like {urls[0]} "
+        f"({per:.2f} ms each under the profiler); written by `python -m bench.run`\n"
+        + re.sub(r"[ \t]+\n", "\n", out.getvalue())
+    )
+    return path
+
+
+def capture(app: Flask, database: str, label: str, directory: Path) -> dict:
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.txt"):  # the folder holds the last run's evidence only
+        stale.unlink()
+    files = {
+        "floor": floor_plan(app, directory / f"floor_{label}.txt"),
+        "insert": insert_plan(app, directory / f"insert_{label}.txt"),
+    }
+    found = {"size": label, "timeline": timeline(app, directory / f"timeline_{label}.txt")}
+    (count,) = query(database, "SELECT customers_scored FROM rfm_runs WHERE is_current")[0]
+    last = max(1, math.ceil(count / 50))
+    files["list_first"] = request_plans(app, "/api/rfm/", directory / f"list_first_{label}.txt")
+    files["list_last"] = request_plans(
+        app, f"/api/rfm/?page={last}", directory / f"list_last_{label}.txt"
+    )
+    ids = [
+        row[0]
+        for row in query(
+            database,
+            "SELECT s.customer_id FROM rfm_scores s JOIN rfm_runs r "
+            "ON r.id = s.run_id AND r.is_current ORDER BY md5(s.customer_id::text) LIMIT 500",
+        )
+    ]
+    files["profile_detail"] = profile_requests(
+        app, [f"/api/rfm/{i}/" for i in ids], directory / f"profile_detail_{label}.txt"
+    )
+    found["files"] = {k: str(v) for k, v in files.items()}
+    found["floor_workers"] = _workers(files["floor"])
+    found["insert_workers"] = _workers(files["insert"])
+    return found
+
+
+def _workers(path: Path) -> int:
+    return sum(int(n) for n in re.findall(r"Workers Launched: (\d+)", path.read_text()))
