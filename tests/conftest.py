@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask_migrate import upgrade
 
-from rfm_service import create_app
+from rfm_service import create_app, executor
 from rfm_service.extensions import db
 from rfm_service.models import Customer, Order
 
@@ -94,6 +94,9 @@ def _app_for(url: str) -> Iterator[Flask]:
     app = make_app(url)
     empty_tables(app)
     yield app
+    # A calculation a test started in the in-process executor must finish
+    # here, not write into the next test's tables.
+    executor.shutdown(app, wait=True)
     with app.app_context():
         db.engine.dispose()
 

@@ -5,8 +5,10 @@ valid write token (so the input reaches the views, not just the auth check).
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -247,5 +249,15 @@ def test_an_empty_form_post_cannot_start_a_calculation(app: Flask, content_type:
 
 
 def test_an_empty_post_without_content_type_still_uses_today(app: Flask) -> None:
-    response = app.test_client().post("/api/rfm/calculate/")
+    client = app.test_client()
+    response = client.post("/api/rfm/calculate/")
     assert response.status_code == 202
+    assert response.get_json()["as_of"] == dt.datetime.now(dt.UTC).date().isoformat()
+    # Let the in-process run finish: it must not outlive this test's tables.
+    deadline = time.monotonic() + 30
+    while client.get(response.get_json()["status_url"]).get_json()["status"] in (
+        "queued",
+        "running",
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
