@@ -19,21 +19,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from .models import RFMScore
+from .models import SCORE_FIELDS, RFMScore
 
 scores = RFMScore.__table__
-COLUMNS = (
-    "customer_id",
-    "recency_days",
-    "frequency",
-    "monetary",
-    "recency_score",
-    "frequency_score",
-    "monetary_score",
-    "rfm_score",
-    "segment",
-    "calculated_at",
-)
+COLUMNS = SCORE_FIELDS
 CHUNK_ROWS = 2000
 # calculated_at is one value per run (bound once in the INSERT): read it once,
 # not converted a million times.

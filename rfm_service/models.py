@@ -108,6 +108,21 @@ Index(
 )
 
 
+# The score object of SPEC §4, in order; rfm_score is derived, the rest stored.
+SCORE_FIELDS = (
+    "customer_id",
+    "recency_days",
+    "frequency",
+    "monetary",
+    "recency_score",
+    "frequency_score",
+    "monetary_score",
+    "rfm_score",
+    "segment",
+    "calculated_at",
+)
+
+
 class RFMScore(db.Model):
     __tablename__ = "rfm_scores"
     __table_args__ = (

@@ -17,38 +17,18 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, func, select
 
 from .. import score_storage
-from ..models import RFMRun, RFMScore
+from ..models import SCORE_FIELDS, RFMRun, RFMScore
 
 runs = RFMRun.__table__
 scores = RFMScore.__table__
 
 # The fields a client may order scores by, and the column each one means.
 ORDERING_COLUMNS: dict[str, ColumnElement[Any]] = {
-    name: scores.c[name]
-    for name in (
-        "customer_id",
-        "recency_days",
-        "frequency",
-        "monetary",
-        "recency_score",
-        "frequency_score",
-        "monetary_score",
-        "segment",
-    )
+    name: scores.c[name] for name in SCORE_FIELDS if name not in ("rfm_score", "calculated_at")
 }
 Ordering = Sequence[tuple[str, bool]]  # (field, descending)
 
-SCORE_COLUMNS = (
-    scores.c.customer_id,
-    scores.c.recency_days,
-    scores.c.frequency,
-    scores.c.monetary,
-    scores.c.recency_score,
-    scores.c.frequency_score,
-    scores.c.monetary_score,
-    scores.c.segment,
-    scores.c.calculated_at,
-)
+SCORE_COLUMNS = tuple(scores.c[name] for name in SCORE_FIELDS if name != "rfm_score")
 
 
 @dataclass(frozen=True)
