@@ -20,13 +20,9 @@ import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import redis
-import redis.exceptions
 from celery import Task
 from flask import Flask
 from kombu.exceptions import OperationalError as KombuOperationalError
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from . import runs
 from .extensions import db
@@ -34,12 +30,6 @@ from .extensions import db
 TASK_NAME = "rfm.calculate"
 _POOL_KEY = "rfm_executor"
 _pool_lock = threading.Lock()  # guards creating the pool, not an app object
-_BROKER_ERRORS = (
-    KombuOperationalError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    OSError,
-)
 BROKER_DOWN_REASON = "the task broker is unreachable"
 
 log = logging.getLogger(__name__)
@@ -83,6 +73,17 @@ def enqueue(app: Flask, run_id: int) -> None:
         _submit(app, run_id)
 
 
+def _broker_errors() -> tuple[type[BaseException], ...]:
+    import redis.exceptions
+
+    return (
+        KombuOperationalError,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        OSError,
+    )
+
+
 def _check_broker(app: Flask) -> None:
     """One PING without retries; raises unless Redis answers within a second.
 
@@ -91,6 +92,12 @@ def _check_broker(app: Flask) -> None:
     half-open connection) would hold ``.delay()`` for 5 to 15 s whatever the
     socket timeouts in celery_app.py. This check fails within about a second.
     """
+    # Imported here: redis-py costs ~0.1 s of every process start (the CLI's
+    # included), and only the celery executor ever talks to Redis.
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     client = redis.Redis.from_url(
         app.config["REDIS_URL"],
         socket_connect_timeout=1,
@@ -109,7 +116,7 @@ def _publish(app: Flask, run_id: int) -> None:
         # so this fails within about two seconds when Redis is down.
         _check_broker(app)
         _task(app).delay(run_id)
-    except _BROKER_ERRORS as exc:
+    except _broker_errors() as exc:
         log.warning("cannot publish run %s: %s", run_id, exc)
         fail_queued_run(app, run_id, BROKER_DOWN_REASON)
         raise BrokerUnavailable(run_id) from exc

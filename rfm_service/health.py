@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import redis
 from flask import Blueprint, current_app
 from sqlalchemy import text
 
@@ -28,6 +27,8 @@ def _check_database() -> str:
 def _check_redis() -> str:
     if current_app.config["RFM_EXECUTOR"] != "celery":
         return "not used (in-process executor)"
+    import redis  # only here: see executor._check_broker
+
     try:
         client = redis.Redis.from_url(
             current_app.config["REDIS_URL"], socket_connect_timeout=1, socket_timeout=1

@@ -67,4 +67,3 @@ def calculation_lock(conn: Connection) -> Iterator[bool]:
         finally:
             if got:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-

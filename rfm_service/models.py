@@ -144,7 +144,10 @@ class RFMScore(db.Model):
     recency_score: Mapped[int] = mapped_column(SmallInteger)
     frequency_score: Mapped[int] = mapped_column(SmallInteger)
     monetary_score: Mapped[int] = mapped_column(SmallInteger)
-    segment: Mapped[str] = mapped_column(String(64))
+    # Bytes order on PostgreSQL (migration 5b1e0c7a9d42): a much cheaper index build.
+    segment: Mapped[str] = mapped_column(
+        String(64).with_variant(String(64, collation="C"), "postgresql")
+    )
     calculated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     # 1-based rank by customer id within the run; page marks are taken from it.
     position: Mapped[int] = mapped_column(Integer)

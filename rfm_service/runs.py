@@ -204,6 +204,7 @@ def _calculate(conn: Connection, run: RunRecord, settings: RunSettings) -> None:
         scored = score_storage.write_scores(
             conn, run["id"], settings.rules, run["as_of"], calculated_at
         )
+        calculation.end_of_big_statement(conn)
         stats = compute_statistics(conn, run["id"], settings.rules, run["as_of"], calculated_at)
         counts = {s["segment"]: s["customers"] for s in stats["segments"]}
         conn.execute(update(runs).where(runs.c.is_current.is_(True)).values(is_current=False))

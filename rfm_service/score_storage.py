@@ -1,8 +1,9 @@
 """Where a run's score rows live, and how they are written and purged.
 
-PostgreSQL: ``rfm_scores`` is partitioned by run id. A run writes its rows
-into a fresh table with no indexes, builds the indexes once afterwards (a
-sorted build costs a fraction of a million index insertions) and attaches it
+PostgreSQL: ``rfm_scores`` is partitioned by run id. A run creates its rows
+as a fresh table (``CREATE TABLE ... AS``, which runs the scoring statement
+with parallel workers), builds the indexes once afterwards (a sorted build
+costs a fraction of a million index insertions) and attaches it
 as a partition in the transaction that makes the run current. ATTACH takes a
 SHARE UPDATE EXCLUSIVE lock on the parent, which readers do not wait for.
 Old runs are detached CONCURRENTLY and dropped, again without blocking reads.
@@ -72,6 +73,32 @@ def page_start(run_id: int, offset: int) -> tuple[object, int]:
     return start, offset - mark * PAGE_MARK_STEP
 
 
+def _parent_layout(conn: Connection) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """``rfm_scores``'s columns with their types (and collations), its NOT NULL columns and its
+    CHECK constraints as DDL, read from the catalog: ATTACH demands a
+    partition that has all of them, whatever later migrations add."""
+    columns = conn.execute(
+        text(
+            "SELECT attname, format_type(atttypid, atttypmod) || coalesce(' COLLATE ' "
+            "|| (SELECT quote_ident(collname) FROM pg_collation WHERE oid = attcollation), ''), "
+            "attnotnull FROM pg_attribute "
+            "WHERE attrelid = 'rfm_scores'::regclass AND attnum > 0 AND NOT attisdropped "
+            "ORDER BY attnum"
+        )
+    ).all()
+    checks = conn.execute(
+        text(
+            "SELECT format('CONSTRAINT %I %s', conname, pg_get_constraintdef(oid)) "
+            "FROM pg_constraint WHERE conrelid = 'rfm_scores'::regclass AND contype = 'c'"
+        )
+    ).scalars()
+    return (
+        [(name, sql_type) for name, sql_type, _ in columns],
+        [name for name, _, not_null in columns if not_null],
+        list(checks),
+    )
+
+
 def _write_partition(
     conn: Connection,
     run_id: int,
@@ -80,16 +107,19 @@ def _write_partition(
     calculated_at: dt.datetime,
 ) -> int:
     name = partition_name(run_id)
-    ddl = [
-        f"CREATE TABLE {name} (LIKE rfm_scores INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
-        # Declared before the rows go in, so ATTACH needs no validation scan.
-        f"ALTER TABLE {name} ADD CONSTRAINT {name}_run CHECK (run_id = {run_id})",
-    ]
-    for statement in ddl:
-        conn.execute(text(statement))
-    written = calculation.insert_scores(conn, run_id, rules, as_of, calculated_at, table=name)
-    # The same indexes as the parent's, so ATTACH adopts them instead of building.
+    column_types, not_null, checks = _parent_layout(conn)
+    written = calculation.create_scores_table(
+        conn, name, column_types, run_id, rules, as_of, calculated_at
+    )
+    # One ALTER, so all constraints are verified in a single pass; the run
+    # check lets ATTACH skip its own validation scan.
+    constraints = [f"ALTER COLUMN {column} SET NOT NULL" for column in not_null]
+    constraints += [f"ADD {check}" for check in checks]
+    constraints.append(f"ADD CONSTRAINT {name}_run CHECK (run_id = {run_id})")
     for statement in (
+        f"ALTER TABLE {name} " + ", ".join(constraints),
+        # The same indexes as the parent's, so ATTACH adopts them instead of
+        # building; built once over the finished table, sorted.
         f"ALTER TABLE {name} ADD CONSTRAINT {name}_pkey PRIMARY KEY (run_id, customer_id)",
         f"CREATE INDEX {name}_segment ON {name} (run_id, segment, customer_id)",
         f"ALTER TABLE rfm_scores ATTACH PARTITION {name} FOR VALUES IN ({run_id})",

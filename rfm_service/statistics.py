@@ -1,7 +1,8 @@
 """Run statistics (SPEC §4), computed once when a run finishes and stored
 with it, so reading them costs the same at any size.
 
-Only grouped aggregates come back from the database: a few dozen rows.
+Only grouped aggregates come back from the database: at most 125 rows, one
+per (segment, R, F, M) cell, read in one pass.
 Sums are exact integers on both dialects; means are derived from them in
 Python, so PostgreSQL and SQLite give identical numbers.
 """
@@ -15,16 +16,55 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Connection, cast, func, select
 
-from .calculation import cents, money
+from .calculation import money
 from .models import Customer, RFMScore
 from .segments import Rule, segment_names
 
+# dimension -> (its score's key in a cell, its raw value's key prefix)
 DIMENSIONS = {
-    "recency": (RFMScore.recency_score, RFMScore.recency_days),
-    "frequency": (RFMScore.frequency_score, RFMScore.frequency),
-    "monetary": (RFMScore.monetary_score, RFMScore.monetary),
+    "recency": ("r", "recency_days"),
+    "frequency": ("f", "frequency"),
+    "monetary": ("m", "monetary"),
 }
 _monetary_cents = cast(func.round(RFMScore.monetary * 100), BigInteger)
+_CELL_COLUMNS = (
+    "segment", "r", "f", "m", "customers", "orders", "revenue", "recency_sum",
+    "recency_days_min", "recency_days_max", "frequency_min", "frequency_max",
+    "monetary_min", "monetary_max",
+)  # fmt: skip
+
+
+def _cells(conn: Connection, run_id: int) -> list[dict[str, Any]]:
+    """One pass over the run's rows, grouped by segment and the three scores:
+    at most 125 groups, from which every figure below is derived."""
+    score = RFMScore
+    rows = conn.execute(
+        select(
+            score.segment,
+            score.recency_score,
+            score.frequency_score,
+            score.monetary_score,
+            func.count(),
+            func.sum(score.frequency),
+            func.sum(_monetary_cents),
+            func.sum(score.recency_days),
+            func.min(score.recency_days),
+            func.max(score.recency_days),
+            func.min(score.frequency),
+            func.max(score.frequency),
+            func.min(_monetary_cents),
+            func.max(_monetary_cents),
+        )
+        .where(score.run_id == run_id)
+        .group_by(score.segment, score.recency_score, score.frequency_score, score.monetary_score)
+    ).all()
+    return [
+        {
+            key: value if key == "segment" else int(value)
+            for key, value in zip(_CELL_COLUMNS, row, strict=True)
+        }
+        for row in rows
+    ]
 
 
 def _share(part: int, whole: int) -> float:
@@ -35,19 +75,12 @@ def _mean(total: int, count: int) -> float | None:
     return round(total / count, 2) if count else None
 
 
-def _segments(conn: Connection, run_id: int, rules: Sequence[Rule]) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        select(
-            RFMScore.segment,
-            func.count(),
-            func.sum(RFMScore.frequency),
-            func.sum(_monetary_cents),
-            func.sum(RFMScore.recency_days),
-        )
-        .where(RFMScore.run_id == run_id)
-        .group_by(RFMScore.segment)
-    ).all()
-    by_name = {row[0]: tuple(int(v) for v in row[1:]) for row in rows}
+def _segments(cells: list[dict[str, Any]], rules: Sequence[Rule]) -> list[dict[str, Any]]:
+    by_name: dict[str, list[int]] = {}
+    for cell in cells:
+        totals = by_name.setdefault(cell["segment"], [0, 0, 0, 0])
+        for i, key in enumerate(("customers", "orders", "revenue", "recency_sum")):
+            totals[i] += cell[key]
     customers_total = sum(v[0] for v in by_name.values())
     revenue_total = sum(v[2] for v in by_name.values())
     result = []
@@ -70,31 +103,31 @@ def _segments(conn: Connection, run_id: int, rules: Sequence[Rule]) -> list[dict
     return result
 
 
-def _dimension(conn: Connection, run_id: int, name: str) -> dict[str, Any]:
-    score_col, raw_col = DIMENSIONS[name]
-    rows = conn.execute(
-        select(score_col, func.count(), func.min(raw_col), func.max(raw_col))
-        .where(RFMScore.run_id == run_id)
-        .group_by(score_col)
-    ).all()
-    found = {int(row[0]): row[1:] for row in rows}
-    render = (lambda v: money(cents(v))) if name == "monetary" else int
+def _dimension(cells: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    score_key, raw = DIMENSIONS[name]
+    found: dict[int, tuple[int, int, int]] = {}
+    for cell in cells:
+        score = cell[score_key]
+        count, low, high = found.get(score, (0, cell[f"{raw}_min"], cell[f"{raw}_max"]))
+        found[score] = (
+            count + cell["customers"],
+            min(low, cell[f"{raw}_min"]),
+            max(high, cell[f"{raw}_max"]),
+        )
+    render = money if name == "monetary" else int
     scores = []
     for score in range(1, 6):
         count, low, high = found.get(score, (0, None, None))
         scores.append(
             {
                 "score": score,
-                "customers": int(count),
+                "customers": count,
                 "min": None if low is None else render(low),
                 "max": None if high is None else render(high),
             }
         )
     # The id tie-break can put equal raw values into two neighbouring scores.
-    bounds = [
-        (cents(lo), cents(hi)) if name == "monetary" else (lo, hi)
-        for _, lo, hi in (found[s] for s in sorted(found))
-    ]
+    bounds = [found[s][1:] for s in sorted(found)]
     if name == "recency":  # scored by descending days: score k+1 holds fewer days
         split = any(a[0] == b[1] for a, b in itertools.pairwise(bounds))
     else:
@@ -109,7 +142,8 @@ def compute_statistics(
     as_of: dt.date,
     calculated_at: dt.datetime,
 ) -> dict[str, Any]:
-    segments = _segments(conn, run_id, rules)
+    cells = _cells(conn, run_id)
+    segments = _segments(cells, rules)
     scored = sum(s["customers"] for s in segments)
     customers = int(conn.execute(select(func.count()).select_from(Customer)).scalar_one())
     return {
@@ -118,7 +152,7 @@ def compute_statistics(
         "customers_scored": scored,
         "customers_without_orders": max(customers - scored, 0),
         "orders": sum(s["orders"] for s in segments),
-        "revenue": money(sum(cents(s["revenue"]) for s in segments)),
+        "revenue": money(sum(cell["revenue"] for cell in cells)),
         "segments": segments,
-        "dimensions": {name: _dimension(conn, run_id, name) for name in DIMENSIONS},
+        "dimensions": {name: _dimension(cells, name) for name in DIMENSIONS},
     }
