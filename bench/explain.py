@@ -1,7 +1,8 @@
 """Evidence for explaining a missed target, written to bench/plans/:
 
 - ``floor_<size>.txt``: EXPLAIN (ANALYZE, BUFFERS) of the bare statement;
-- ``insert_<size>.txt``: the same for the INSERT the project's write path
+- ``write_<size>.txt``: the same for the statement that writes the scores in the
+  project's write path (``CREATE TABLE rfm_scores_rN AS ...``)
   really runs (captured from it in a transaction that is rolled back);
 - ``timeline_<size>.txt``: every SQL statement of one real calculation, timed;
 - ``list_first_<size>.txt``, ``list_last_<size>.txt``: every statement that
@@ -61,15 +62,19 @@ def floor_plan(app: Flask, path: Path) -> Path:
     return path
 
 
-def insert_plan(app: Flask, path: Path) -> Path:
-    """EXPLAIN ANALYZE of the INSERT the write path issues: the statement is
+_WRITES = ("INSERT INTO RFM_SCORES", "CREATE TABLE RFM_SCORES_R")
+
+
+def write_plan(app: Flask, path: Path) -> Path:
+    """EXPLAIN ANALYZE of the statement that writes the scores (a partition's
+    ``CREATE TABLE ... AS``, or an ``INSERT``): the statement is
     rewritten on its way to the driver, so whatever the project does around
     it (partitions, DDL) happens as usual; then everything is rolled back."""
     captured: list[str] = []
     with app.app_context(), db.engine.connect() as conn:
 
         def before(_conn, _cursor, statement, parameters, _context, _many):
-            if statement.lstrip().upper().startswith("INSERT INTO RFM_SCORES"):
+            if statement.lstrip().upper().startswith(_WRITES):
                 return EXPLAIN + statement, parameters
             return statement, parameters
 
@@ -211,7 +216,7 @@ def capture(app: Flask, database: str, label: str, directory: Path) -> dict:
         stale.unlink()
     files = {
         "floor": floor_plan(app, directory / f"floor_{label}.txt"),
-        "insert": insert_plan(app, directory / f"insert_{label}.txt"),
+        "write": write_plan(app, directory / f"write_{label}.txt"),
     }
     found = {"size": label, "timeline": timeline(app, directory / f"timeline_{label}.txt")}
     (count,) = query(database, "SELECT customers_scored FROM rfm_runs WHERE is_current")[0]
@@ -233,7 +238,7 @@ def capture(app: Flask, database: str, label: str, directory: Path) -> dict:
     )
     found["files"] = {k: str(v) for k, v in files.items()}
     found["floor_workers"] = _workers(files["floor"])
-    found["insert_workers"] = _workers(files["insert"])
+    found["write_workers"] = _workers(files["write"])
     return found
 
 

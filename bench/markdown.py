@@ -141,8 +141,9 @@ def _recalculation(results: dict, chart: Path | None) -> list[str]:
         out += [f"![Recalculation time against size]({_rel(chart)})", ""]
     out += [
         "*calculate-rfm*: the whole command as a user runs it (process start, run row, lock, "
-        "`INSERT … SELECT`, statistics, purge). *Of which the run*: `finished_at − started_at` "
-        "of its run row. *Bare statement*: the scoring SELECT materialised with "
+        "`CREATE TABLE … AS` into the run's partition, keys and indexes, statistics, purge). "
+        "*Of which the run*: `finished_at − started_at` of its run row. "
+        "*Bare statement*: the scoring SELECT materialised with "
         "`CREATE TEMP TABLE … AS` under `tune_session`, timed around the statement. "
         "*pandas*: `bench/pandas_peer.py` as a subprocess, end to end. *pandas ≠ project rows*: "
         "rows where the peer's output differs from the project's current run (0 = identical).",
@@ -255,7 +256,7 @@ def _import(results: dict) -> list[str]:
 
 PLAN_FILES = {
     "floor": "the bare statement (`CREATE TEMP TABLE … AS` the scoring SELECT)",
-    "insert": "the `INSERT … SELECT` of the project's write path",
+    "write": "the project's write path: `CREATE TABLE rfm_scores_rN AS` the scoring SELECT",
     "list_first": "the statements behind `GET /api/rfm/` (first page)",
     "list_last": "the statements behind the list's last page",
     "profile_detail": "cProfile of in-process `GET /api/rfm/{id}/` requests",
@@ -284,13 +285,11 @@ def _plans(results: dict) -> list[str]:
         "in SQL statements.",
         "",
     ]
-    if plans["floor_workers"] and not plans["insert_workers"]:
-        out += [
-            f"The bare statement ran with {plans['floor_workers']} parallel worker(s); the "
-            "project's `INSERT … SELECT` ran without any (PostgreSQL 15 does not parallelise "
-            "the SELECT of an INSERT; `CREATE TABLE … AS` may be).",
-            "",
-        ]
+    out += [
+        f"Parallel workers launched: {plans['floor_workers']} for the bare statement, "
+        f"{plans['write_workers']} for the project's write.",
+        "",
+    ]
     out += ["The slowest statements of that calculation:", ""]
     out += _table(
         ["ms", "statement"],

@@ -1,7 +1,8 @@
 """The recalculation three ways, on the same database:
 
 - the project: ``flask calculate-rfm`` end to end, as a subprocess (app start,
-  run bookkeeping, the INSERT ... SELECT, statistics, purge), with its peak RSS;
+  run bookkeeping, the partition's CREATE TABLE ... AS, keys and indexes,
+  statistics, purge), with its peak RSS;
 - the floor: the bare scoring SELECT materialised into a TEMP table with
   ``CREATE TEMP TABLE ... AS`` under ``tune_session`` (every column is
   computed and written, so nothing can be pruned), then rolled back;

@@ -2,7 +2,7 @@
 with it, so reading them costs the same at any size.
 
 Only grouped aggregates come back from the database: at most 125 rows, one
-per (segment, R, F, M) cell, read in one pass.
+per (R, F, M) cell, read in one pass.
 Sums are exact integers on both dialects; means are derived from them in
 Python, so PostgreSQL and SQLite give identical numbers.
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Connection, cast, func, select
 
-from .calculation import money
+from .calculation import cents, money
 from .models import Customer, RFMScore
-from .segments import Rule, segment_names
+from .segments import Rule, cell_map, segment_names
 
 # dimension -> (its score's key in a cell, its raw value's key prefix)
 DIMENSIONS = {
@@ -26,45 +26,61 @@ DIMENSIONS = {
     "frequency": ("f", "frequency"),
     "monetary": ("m", "monetary"),
 }
-_monetary_cents = cast(func.round(RFMScore.monetary * 100), BigInteger)
 _CELL_COLUMNS = (
-    "segment", "r", "f", "m", "customers", "orders", "revenue", "recency_sum",
+    "r", "f", "m", "customers", "orders", "revenue", "recency_sum",
     "recency_days_min", "recency_days_max", "frequency_min", "frequency_max",
     "monetary_min", "monetary_max",
 )  # fmt: skip
 
 
-def _cells(conn: Connection, run_id: int) -> list[dict[str, Any]]:
-    """One pass over the run's rows, grouped by segment and the three scores:
-    at most 125 groups, from which every figure below is derived."""
+def _monetary_aggregates(dialect: str) -> list[Any]:
+    """Sum, min and max of the amounts, in integer cents once in Python.
+    PostgreSQL's numeric is exact as it is (and cheaper unconverted); SQLite
+    holds binary floats, so each amount is rounded to cents before summing."""
+    if dialect == "postgresql":
+        amount: Any = RFMScore.monetary
+    else:
+        amount = cast(func.round(RFMScore.monetary * 100), BigInteger)
+    return [func.sum(amount), func.min(amount), func.max(amount)]
+
+
+def _cells(conn: Connection, run_id: int, rules: Sequence[Rule]) -> list[dict[str, Any]]:
+    """One pass over the run's rows, grouped by the three scores: at most 125
+    groups, from which every figure below is derived. A cell's segment
+    follows from the rule table, as it did in the calculation."""
     score = RFMScore
+    revenue, monetary_min, monetary_max = _monetary_aggregates(conn.dialect.name)
     rows = conn.execute(
         select(
-            score.segment,
             score.recency_score,
             score.frequency_score,
             score.monetary_score,
             func.count(),
             func.sum(score.frequency),
-            func.sum(_monetary_cents),
+            revenue,
             func.sum(score.recency_days),
             func.min(score.recency_days),
             func.max(score.recency_days),
             func.min(score.frequency),
             func.max(score.frequency),
-            func.min(_monetary_cents),
-            func.max(_monetary_cents),
+            monetary_min,
+            monetary_max,
         )
         .where(score.run_id == run_id)
-        .group_by(score.segment, score.recency_score, score.frequency_score, score.monetary_score)
+        .group_by(score.recency_score, score.frequency_score, score.monetary_score)
     ).all()
-    return [
-        {
-            key: value if key == "segment" else int(value)
-            for key, value in zip(_CELL_COLUMNS, row, strict=True)
-        }
-        for row in rows
-    ]
+    to_cents = cents if conn.dialect.name == "postgresql" else int
+    segment_of = cell_map(rules)
+    cells = []
+    for row in rows:
+        cell: dict[str, Any] = dict(zip(_CELL_COLUMNS, row, strict=True))
+        for key in ("revenue", "monetary_min", "monetary_max"):
+            cell[key] = to_cents(cell[key])
+        for key in _CELL_COLUMNS:
+            cell[key] = int(cell[key])
+        cell["segment"] = segment_of[(cell["r"], cell["f"], cell["m"])]
+        cells.append(cell)
+    return cells
 
 
 def _share(part: int, whole: int) -> float:
@@ -142,7 +158,7 @@ def compute_statistics(
     as_of: dt.date,
     calculated_at: dt.datetime,
 ) -> dict[str, Any]:
-    cells = _cells(conn, run_id)
+    cells = _cells(conn, run_id, rules)
     segments = _segments(cells, rules)
     scored = sum(s["customers"] for s in segments)
     customers = int(conn.execute(select(func.count()).select_from(Customer)).scalar_one())
