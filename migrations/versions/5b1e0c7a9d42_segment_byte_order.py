@@ -4,11 +4,11 @@ Revision ID: 5b1e0c7a9d42
 Revises: 783cad017b7a
 Create Date: 2026-11-24 13:25:00
 
-rfm_scores.segment compares bytes (COLLATE "C") on PostgreSQL: building a
-run's segment index sorted a million names with the locale's strcoll in
-about a second, where byte comparison (with abbreviated keys) takes a
-fraction of that. Segment names are only matched for equality and listed
-in rule order, so nothing a user sees changes; SQLite compares bytes already.
+rfm_scores.segment compares bytes (COLLATE "C") on PostgreSQL, so every
+run's segment index build sorts a million names by memcmp rather than by
+the database locale's collation rules (costly for e.g. ICU or en_US
+locales). Segment names are only matched for equality and listed in rule
+order, so nothing a user sees changes; SQLite compares bytes already.
 
 """
 from alembic import op
