@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, text
 
 CHUNK = 10_000  # rows per executemany
+
+
+class Readable(Protocol):
+    """What COPY reads from: a text or binary file, or anything alike."""
+
+    def read(self, size: int = -1, /) -> str | bytes: ...
 
 
 def lock_for_bulk_insert(conn: Connection) -> None:
@@ -34,14 +41,26 @@ def drop_staging(conn: Connection, name: str) -> None:
     conn.execute(text(f"DROP TABLE IF EXISTS {schema}.{name}"))
 
 
-def copy_csv(conn: Connection, table: str, columns: list[str], source: IO[str]) -> None:
-    """PostgreSQL COPY of CSV text, on the same connection and transaction."""
+def copy_csv(
+    conn: Connection,
+    table: str,
+    columns: list[str],
+    source: Readable,
+    freeze: bool = False,
+    block: int = 8192,
+) -> int:
+    """PostgreSQL COPY of CSV text, on the same connection and transaction;
+    returns the rows copied. ``freeze`` writes the rows frozen and their
+    pages all-visible (the table must be created or truncated in this
+    transaction), so no VACUUM pass over them is needed afterwards."""
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
+    options = "FORMAT csv, FREEZE" if freeze else "FORMAT csv"
     with dbapi.cursor() as cursor:
         cursor.copy_expert(
-            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", source
+            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH ({options})", source, block
         )
+        return int(cursor.rowcount)
 
 
 def insert_chunks(
@@ -79,3 +98,58 @@ def vacuum_analyze(engine: Engine, *tables: str) -> None:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         for table in tables:
             conn.execute(text(f"VACUUM (ANALYZE) {table}"))
+
+
+@dataclass(frozen=True)
+class DroppedKeys:
+    """The statements that re-create what ``drop_keys_and_indexes`` dropped,
+    in three groups so the caller can order the work around them."""
+
+    keys: list[str]  # primary key, unique and exclusion constraints
+    indexes: list[str]  # plain indexes
+    foreign: list[str]  # this table's foreign keys (validated when re-added)
+
+
+_CONSTRAINTS = """
+SELECT c.contype = 'f',
+       format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname),
+       format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname,
+              pg_get_constraintdef(c.oid))
+FROM pg_constraint c
+WHERE c.conrelid = CAST(:table AS regclass) AND c.contype IN ('p', 'u', 'x', 'f')
+ORDER BY c.contype = 'f', c.conname
+"""
+_INDEXES = """
+SELECT format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid)
+FROM pg_index i
+WHERE i.indrelid = CAST(:table AS regclass)
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                  WHERE c.conrelid = i.indrelid AND c.conindid = i.indexrelid)
+ORDER BY i.indexrelid
+"""
+_REFERENCED = """
+SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE confrelid = CAST(:table AS regclass))
+"""
+
+
+def drop_keys_and_indexes(conn: Connection, table: str) -> DroppedKeys | None:
+    """Drop ``table``'s indexes, key constraints and foreign keys (PostgreSQL,
+    inside the caller's transaction, which must hold an ACCESS EXCLUSIVE
+    lock): before a bulk load into an empty table, one sort per index
+    afterwards beats maintaining it row by row. NOT NULL and CHECK
+    constraints stay. None, and nothing dropped, if a foreign key (another
+    table's or its own) references this table's keys."""
+    params = {"table": table}
+    if conn.execute(text(_REFERENCED), params).scalar():
+        return None
+    dropped = DroppedKeys([], [], [])
+    drops = []
+    for is_foreign, drop, create in conn.execute(text(_CONSTRAINTS), params):
+        (dropped.foreign if is_foreign else dropped.keys).append(create)
+        drops.append(drop)
+    for drop, create in conn.execute(text(_INDEXES), params):
+        dropped.indexes.append(create)
+        drops.append(drop)
+    for sql in drops:
+        conn.execute(text(sql))
+    return dropped

@@ -55,7 +55,12 @@ def import_orders(csv_file: Path) -> None:
             csv_file.open("rb") as raw,
             _stderr_bar(size, "validating", hidden=size < PROGRESS_FROM_BYTES) as bar,
         ):
-            summary = ingest.import_orders(db.engine, raw, progress=bar.update)
+            summary = ingest.import_orders(
+                db.engine,
+                raw,
+                progress=bar.update,
+                work_mem=current_app.config.get("RFM_WORK_MEM"),
+            )
     except ingest.ImportFailed as exc:
         raise click.ClickException(f"{csv_file.name}: {exc}; nothing was imported") from None
     click.echo(f"rows read:          {summary.rows_read:>12,}")

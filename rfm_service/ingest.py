@@ -1,29 +1,25 @@
 """CSV import of orders (SPEC §5 ``flask import-orders``), all or nothing.
 
-Two phases. Validation streams the file once and writes normalised rows to
-a temporary file, so a bad file is rejected before any database work and
-memory stays flat however long the file is. Loading then runs in ONE
-transaction: the rows go into a TEMP staging table (COPY on PostgreSQL,
-chunked ``executemany`` on SQLite) and set-based statements merge them into
-``customers`` and ``orders``. The bulk helpers live in ``bulk``.
+On PostgreSQL a plain file (``canonical_csv``) goes straight into COPY
+(``pg_import``): PostgreSQL parses it, and Python never touches a row.
+Everything else, and any file the fast path gives up on, takes the precise
+path: the Python validator (``order_csv``) streams the file once, rejects
+it at the first bad value with its line and column, and writes normalised
+rows to a temporary file; then ONE transaction loads them into a TEMP
+staging table (COPY on PostgreSQL, chunked ``executemany`` on SQLite) and
+the shared set-based merge (``order_merge``) moves them into ``customers``
+and ``orders``.
 """
 
 from __future__ import annotations
 
 import csv
-import datetime as dt
-import re
 import tempfile
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from decimal import Decimal
 from typing import IO, Any, BinaryIO
 
 from sqlalchemy import Connection, Engine, text
 
 from .bulk import (
-    bump_sequence,
     copy_csv,
     create_staging,
     drop_staging,
@@ -31,291 +27,14 @@ from .bulk import (
     lock_for_bulk_insert,
     vacuum_analyze,
 )
-from .timeutil import as_utc, sqlite_timestamp
+from .order_csv import CHUNK, ImportFailed, Passes, Progress, StagedFile, stage_file
+from .order_merge import STAGING, ImportSummary, merge_staged
+from .pg_import import import_plain
 
-REQUIRED = ("customer_id", "ordered_at", "total_amount")
-OPTIONAL = ("order_id",)
-MAX_CUSTOMER_ID = 2**31 - 1  # customers.id is INTEGER
-MAX_ORDER_ID = 2**63 - 1  # orders.id is BIGINT
-MAX_AMOUNT = Decimal("9999999999.99")  # NUMERIC(12,2)
-CENT = Decimal("0.01")
-CHUNK = 10_000  # rows per executemany, lines per progress callback
-
-# ASCII only: int() and Decimal() also accept '1_000' and other scripts' digits.
-_INTEGER = re.compile(r"[+-]?[0-9]+")
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
-
-Progress = Callable[[int], None]
-
-
-class ImportFailed(Exception):
-    """A one-line reason why the file was rejected; nothing was written."""
-
-
-@dataclass(frozen=True)
-class ImportSummary:
-    rows_read: int
-    orders_inserted: int
-    orders_skipped: int
-    customers_created: int
-
-
-@dataclass(frozen=True)
-class StagedFile:
-    rows: int
-    with_order_id: int
-
-
-# -- validation -------------------------------------------------------------
-
-SHOWN_CHARS = 40  # of a bad value, in an error message
-SHOWN_NAMES = 5  # of bad column names, in an error message
-
-
-def _shown(raw: str) -> str:
-    """A bad value for an error message, cut short: a hostile file can put
-    megabytes into one field, and the message must stay one readable line."""
-    if len(raw) <= SHOWN_CHARS:
-        return repr(raw)
-    return f"{raw[:SHOWN_CHARS]!r}... ({len(raw):,} characters)"
-
-
-def _names(names: list[str]) -> str:
-    shown = [n if len(n) <= SHOWN_CHARS else _shown(n) for n in names[:SHOWN_NAMES]]
-    more = len(names) - SHOWN_NAMES
-    return ", ".join(shown) + (f" and {more:,} more" if more > 0 else "")
-
-
-def parse_id(raw: str, maximum: int) -> int:
-    value = raw.strip()
-    if not _INTEGER.fullmatch(value):
-        raise ValueError(f"{_shown(raw)} is not a whole number")
-    negative = value.startswith("-")
-    digits = value.lstrip("+-").lstrip("0") or "0"
-    # int() refuses more than 4,300 digits with a message about Python
-    # internals; a number that long is out of range either way.
-    if len(digits) > SHOWN_CHARS:
-        number = -1 if negative else maximum + 1
-    else:
-        number = -int(digits) if negative else int(digits)
-    if number < 1:
-        raise ValueError(f"{_shown(raw)} must be at least 1")
-    if number > maximum:
-        raise ValueError(f"{_shown(raw)} is too large (maximum {maximum})")
-    return number
-
-
-def parse_timestamp(raw: str) -> dt.datetime:
-    """ISO 8601 date or date-time as an aware UTC datetime (naive = UTC)."""
-    try:
-        parsed = dt.datetime.fromisoformat(raw.strip())
-    except ValueError as exc:
-        # Python's own reason helps for impossible dates ("day is out of range").
-        reason = "" if str(exc).startswith("Invalid isoformat") else f" ({exc})"
-        raise ValueError(f"{_shown(raw)} is not an ISO 8601 date or date-time{reason}") from None
-    try:
-        return as_utc(parsed)
-    except OverflowError:
-        raise ValueError(f"{_shown(raw)} is out of range in UTC") from None
-
-
-def parse_amount(raw: str) -> Decimal:
-    value = raw.strip()
-    if not _DECIMAL.fullmatch(value):
-        raise ValueError(f"{_shown(raw)} is not a decimal number")
-    amount = Decimal(value)
-    if amount < 0:
-        raise ValueError(f"{_shown(raw)} is negative")
-    if amount > MAX_AMOUNT:
-        raise ValueError(f"{_shown(raw)} is too large (maximum {MAX_AMOUNT})")
-    if amount != amount.quantize(CENT):
-        raise ValueError(f"{_shown(raw)} has more than 2 decimal places")
-    return amount.quantize(CENT).copy_abs()  # copy_abs turns '-0' into '0.00'
-
-
-def _required(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def checked(raw: str) -> Any:
-        if not raw.strip():
-            raise ValueError("a value is required")
-        return parse(raw)
-
-    return checked
-
-
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "customer_id": _required(lambda raw: parse_id(raw, MAX_CUSTOMER_ID)),
-    "ordered_at": _required(parse_timestamp),
-    "total_amount": _required(parse_amount),
-    # An empty order_id means "give it the next id".
-    "order_id": lambda raw: parse_id(raw, MAX_ORDER_ID) if raw.strip() else None,
-}
-
-
-def _decoded_lines(raw: BinaryIO, progress: Progress | None) -> Iterator[str]:
-    """Decode line by line, so an encoding error names its line."""
-    pending = 0
-    for number, line in enumerate(raw, start=1):
-        if number == 1 and line.startswith((b"\xff\xfe", b"\xfe\xff")):
-            raise ImportFailed("the file is UTF-16 encoded; save it as UTF-8")
-        if number == 1 and b"\x00" in line:  # UTF-16 without a byte order mark
-            raise ImportFailed("line 1: NUL bytes, the file looks UTF-16 encoded; save it as UTF-8")
-        try:
-            yield line.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            raise ImportFailed(
-                f"line {number}: not valid UTF-8 (byte 0x{line[exc.start]:02x}); "
-                "save the file as UTF-8"
-            ) from None
-        pending += len(line)
-        if progress and number % CHUNK == 0:
-            progress(pending)
-            pending = 0
-    if progress and pending:
-        progress(pending)
-
-
-def _records(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
-    """CSV records with the file line they start on; blank lines skipped."""
-    reader = csv.reader(lines, strict=True)
-    last_line = 0
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise ImportFailed(f"line {reader.line_num}: malformed CSV ({exc})") from None
-        start, last_line = last_line + 1, reader.line_num
-        if fields:
-            yield start, fields
-
-
-def check_header(fields: list[str]) -> list[str]:
-    names = [name.strip().lower() for name in fields]
-    expected = ", ".join(REQUIRED + OPTIONAL)
-    # Counter, not names.count(): a hostile header has millions of columns.
-    twice = sorted(n for n, times in Counter(names).items() if times > 1)
-    if twice:
-        raise ImportFailed(f"line 1: column(s) named twice: {_names(twice)}")
-    unknown = [n for n in names if n not in _PARSERS]
-    if len(unknown) == len(names):  # most likely data: the header was forgotten
-        raise ImportFailed(f"line 1: no header row found (expected columns {expected})")
-    if unknown:
-        raise ImportFailed(f"line 1: unknown column(s) {_names(unknown)} (expected {expected})")
-    missing = [n for n in REQUIRED if n not in names]
-    if missing:
-        raise ImportFailed(f"line 1: missing column(s) {', '.join(missing)} (expected {expected})")
-    return names
-
-
-def _normalise(line: int, row: dict[str, str], dialect: str) -> list[str]:
-    """One validated row as staging text: line, order_id, customer_id, ordered_at, amount."""
-    values: dict[str, Any] = {"order_id": None}
-    for column, parse in _PARSERS.items():
-        if column in row:
-            try:
-                values[column] = parse(row[column])
-            except ValueError as exc:
-                raise ImportFailed(f"line {line}, column {column}: {exc}") from None
-    at: dt.datetime = values["ordered_at"]
-    # PostgreSQL takes ISO text with +00:00; SQLite gets exactly the ORM's text.
-    stamp = sqlite_timestamp(at) if dialect == "sqlite" else at.isoformat()
-    order_id = "" if values["order_id"] is None else str(values["order_id"])
-    return [str(line), order_id, str(values["customer_id"]), stamp, str(values["total_amount"])]
-
-
-def stage_file(raw: BinaryIO, out: IO[str], dialect: str, progress: Progress | None) -> StagedFile:
-    """Validate the whole CSV, writing normalised rows to ``out``; raises
-    ``ImportFailed`` at the first bad line."""
-    records = _records(_decoded_lines(raw, progress))
-    first = next(records, None)
-    if first is None:
-        raise ImportFailed(f"the file is empty (expected a header row: {','.join(REQUIRED)})")
-    names = check_header(first[1])
-    writer = csv.writer(out, lineterminator="\n")
-    rows = with_id = 0
-    for line, fields in records:
-        if len(fields) != len(names):
-            raise ImportFailed(f"line {line}: expected {len(names)} fields, found {len(fields)}")
-        normalised = _normalise(line, dict(zip(names, fields, strict=True)), dialect)
-        writer.writerow(normalised)
-        rows += 1
-        with_id += normalised[1] != ""
-    if not rows:  # most likely a failed export; importing nothing would hide it
-        raise ImportFailed(f"line {first[0]}: the file has a header row but no data rows")
-    return StagedFile(rows, with_id)
-
-
-# -- loading ----------------------------------------------------------------
-
-
-def _sqlite_row(fields: list[str]) -> tuple[Any, ...]:
-    line, order_id, customer_id, stamp, amount = fields
-    # float, as SQLAlchemy binds Numeric on SQLite (no native decimal there).
-    return int(line), int(order_id) if order_id else None, int(customer_id), stamp, float(amount)
-
-
-def _check_duplicates(conn: Connection) -> None:
-    duplicate = conn.execute(
-        text(
-            "SELECT order_id FROM import_staging WHERE order_id IS NOT NULL "
-            "GROUP BY order_id HAVING COUNT(*) > 1 ORDER BY MIN(line) LIMIT 1"
-        )
-    ).scalar()
-    if duplicate is None:
-        return
-    first, second = conn.execute(
-        text("SELECT line FROM import_staging WHERE order_id = :id ORDER BY line LIMIT 2"),
-        {"id": duplicate},
-    ).scalars()
-    raise ImportFailed(
-        f"line {second}, column order_id: {duplicate} is already used on line {first}"
-    )
-
-
-# Customers are created only for rows that will really be inserted, named
-# "Customer <id>", created at their first imported order (the best signup
-# estimate an order history gives).
-_INSERT_CUSTOMERS = """
-INSERT INTO customers (id, name, created_at)
-SELECT s.customer_id, 'Customer ' || CAST(s.customer_id AS TEXT), MIN(s.ordered_at)
-FROM import_staging s
-WHERE s.order_id IS NULL OR NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = s.order_id)
-GROUP BY s.customer_id
-ON CONFLICT (id) DO NOTHING
-"""
-# The WHERE before ON CONFLICT also avoids SQLite's INSERT ... SELECT parser ambiguity.
-_INSERT_WITH_IDS = """
-INSERT INTO orders (id, customer_id, ordered_at, total_amount)
-SELECT order_id, customer_id, ordered_at, total_amount FROM import_staging
-WHERE order_id IS NOT NULL ORDER BY line
-ON CONFLICT (id) DO NOTHING
-"""
-_INSERT_WITHOUT_IDS = """
-INSERT INTO orders (customer_id, ordered_at, total_amount)
-SELECT customer_id, ordered_at, total_amount FROM import_staging
-WHERE order_id IS NULL ORDER BY line
-"""
-
-
-def _merge(conn: Connection, staged: StagedFile) -> ImportSummary:
-    _check_duplicates(conn)
-    customers = conn.execute(text(_INSERT_CUSTOMERS)).rowcount
-    bump_sequence(conn, "customers")
-    with_ids = conn.execute(text(_INSERT_WITH_IDS)).rowcount
-    # Before any id is generated, or generated ids would collide with imported ones.
-    bump_sequence(conn, "orders")
-    without_ids = conn.execute(text(_INSERT_WITHOUT_IDS)).rowcount
-    return ImportSummary(
-        rows_read=staged.rows,
-        orders_inserted=with_ids + without_ids,
-        orders_skipped=staged.with_order_id - with_ids,
-        customers_created=customers,
-    )
-
+__all__ = ["CHUNK", "ImportFailed", "ImportSummary", "import_orders"]
 
 IMPORT_STAGING = (
-    "import_staging",
+    STAGING,
     {
         "line": ("bigint NOT NULL", "INTEGER NOT NULL"),
         "order_id": ("bigint", "INTEGER"),
@@ -324,6 +43,12 @@ IMPORT_STAGING = (
         "total_amount": ("numeric(12,2) NOT NULL", "NUMERIC NOT NULL"),
     },
 )
+
+
+def _sqlite_row(fields: list[str]) -> tuple[Any, ...]:
+    line, order_id, customer_id, stamp, amount = fields
+    # float, as SQLAlchemy binds Numeric on SQLite (no native decimal there).
+    return int(line), int(order_id) if order_id else None, int(customer_id), stamp, float(amount)
 
 
 def load_staged(conn: Connection, staged_rows: IO[str], staged: StagedFile) -> ImportSummary:
@@ -338,17 +63,33 @@ def load_staged(conn: Connection, staged_rows: IO[str], staged: StagedFile) -> I
     else:
         rows = (_sqlite_row(fields) for fields in csv.reader(staged_rows))
         insert_chunks(conn, name, list(columns), rows)
-    summary = _merge(conn, staged)
+    summary = merge_staged(conn, staged, method="validated")
     drop_staging(conn, name)
     return summary
 
 
-def import_orders(engine: Engine, raw: BinaryIO, progress: Progress | None = None) -> ImportSummary:
-    """Validate and import a CSV of orders (a binary file object), all or nothing."""
-    with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as staged_rows:
-        staged = stage_file(raw, staged_rows, engine.dialect.name, progress)
-        with engine.connect() as conn, conn.begin():
-            summary = load_staged(conn, staged_rows, staged)
-    if summary.orders_inserted:
+def import_orders(
+    engine: Engine,
+    raw: BinaryIO,
+    progress: Progress | None = None,
+    work_mem: str | None = None,
+) -> ImportSummary:
+    """Validate and import a CSV of orders (a binary file object), all or
+    nothing. ``work_mem``: PostgreSQL memory for the load's sorts and index
+    builds (the server's setting if None)."""
+    passes = Passes(progress)
+    summary = None
+    if engine.dialect.name == "postgresql" and raw.seekable():
+        start = raw.tell()
+        summary = import_plain(engine, raw, passes.start, work_mem)
+        raw.seek(start)
+    if summary is None:
+        with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as staged_rows:
+            staged = stage_file(raw, staged_rows, engine.dialect.name, passes.start(0))
+            with engine.connect() as conn, conn.begin():
+                summary = load_staged(conn, staged_rows, staged)
+    if summary.method == "copy":  # orders: written frozen and analysed already
+        vacuum_analyze(engine, "customers")
+    elif summary.orders_inserted:
         vacuum_analyze(engine, "customers", "orders")
     return summary
