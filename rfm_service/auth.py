@@ -28,11 +28,11 @@ from typing import Any, TypeVar
 
 from apispec import BasePlugin
 from flask import Flask, current_app, g, request
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import Forbidden, Unauthorized
 
-from .extensions import db
+from .extensions import autocommit, db
 from .models import API_SCOPES, ApiToken
 from .timeutil import utcnow
 
@@ -125,13 +125,16 @@ def list_tokens(engine: Engine) -> list[dict[str, Any]]:
         return [dict(row) for row in conn.execute(query).mappings()]
 
 
+# Built once: every request with a token runs it.
+_LOOKUP = select(table.c.name, table.c.scope).where(
+    table.c.token_hash == bindparam("token_hash"), table.c.revoked_at.is_(None)
+)
+
+
 def lookup(engine: Engine, token: str) -> tuple[str, str] | None:
     """``(name, scope)`` of an active token, or None."""
-    query = select(table.c.name, table.c.scope).where(
-        table.c.token_hash == hash_token(token), table.c.revoked_at.is_(None)
-    )
-    with engine.connect() as conn:
-        row = conn.execute(query).first()
+    with autocommit(engine) as conn:  # one statement: no transaction needed
+        row = conn.execute(_LOOKUP, {"token_hash": hash_token(token)}).first()
     return (row.name, row.scope) if row else None
 
 

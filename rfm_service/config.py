@@ -67,5 +67,8 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         # API tokens (auth.py): "on" or "off"; off only for a local embedded
         # service, and the production profile refuses to start with it off.
         "RFM_AUTH": (env.get("RFM_AUTH") or ("off" if embedded else "on")).strip().lower(),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # No pre-ping: a round trip on every checkout (issue #4). A pooled
+        # connection found dead after a PostgreSQL restart fails its request
+        # (503) and the pool then replaces all older ones (tests/test_faults.py).
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": False},
     }

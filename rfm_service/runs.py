@@ -135,6 +135,24 @@ def _stale_reason(conn: Connection, run: RunRecord, settings: RunSettings) -> st
     return None
 
 
+def _live_connection(engine: Engine) -> Connection:
+    """A pooled connection checked alive. The pool does not ping on checkout
+    (a round trip on every API read); requesting and executing a run are
+    rare, so they check once, and a connection a database restart left dead
+    is replaced here rather than failing the run."""
+    for attempt in range(2):
+        conn = engine.connect()
+        try:
+            conn.exec_driver_sql("SELECT 1")
+            conn.rollback()
+            return conn
+        except DBAPIError as exc:
+            conn.close()
+            if attempt or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
+
+
 def request_run(
     engine: Engine, settings: RunSettings, trigger: str, as_of: dt.date | None = None
 ) -> tuple[RunRecord, bool]:
@@ -142,7 +160,7 @@ def request_run(
     when a run is queued or running already."""
     as_of = check_as_of(as_of)
     for _ in range(3):
-        with engine.connect() as conn:
+        with _live_connection(engine) as conn:
             try:
                 run_id = conn.execute(
                     insert(runs)
@@ -239,7 +257,7 @@ def execute_run(engine: Engine, settings: RunSettings, run_id: int) -> RunRecord
     twice for the same run: a duplicate finds it finished, or the lock held."""
     deadline = time.monotonic() + TAKEOVER_WAIT_S
     while True:
-        with engine.connect() as conn, calculation_lock(conn) as got:
+        with _live_connection(engine) as conn, calculation_lock(conn) as got:
             run = get_run(conn, run_id)
             if run is None:
                 raise LookupError(f"run {run_id} does not exist")

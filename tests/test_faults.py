@@ -440,7 +440,7 @@ def test_postgresql_restart_gives_503_then_recovers_by_itself() -> None:
 
                 cluster.start()
 
-                # pool_pre_ping replaces the dead pooled connections: no restart.
+                # The pool replaces the dead pooled connections: no restart.
                 recovered = hammer.statuses[200]
                 wait_until(
                     "answers after the restart", lambda: hammer.statuses[200] > recovered + 20

