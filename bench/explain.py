@@ -2,7 +2,7 @@
 
 - ``floor_<size>.txt``: EXPLAIN (ANALYZE, BUFFERS) of the bare statement;
 - ``write_<size>.txt``: the same for the statement that writes the scores in the
-  project's write path (``CREATE TABLE rfm_scores_rN AS ...``)
+  project's write path (``INSERT INTO rfm_scores_rN ... SELECT``)
   really runs (captured from it in a transaction that is rolled back);
 - ``timeline_<size>.txt``: every SQL statement of one real calculation, timed;
 - ``list_first_<size>.txt``, ``list_last_<size>.txt``: every statement that
@@ -66,8 +66,8 @@ _WRITES = ("INSERT INTO RFM_SCORES", "CREATE TABLE RFM_SCORES_R")
 
 
 def write_plan(app: Flask, path: Path) -> Path:
-    """EXPLAIN ANALYZE of the statement that writes the scores (a partition's
-    ``CREATE TABLE ... AS``, or an ``INSERT``): the statement is
+    """EXPLAIN ANALYZE of the statement that writes the scores (an ``INSERT``
+    into the run's partition, or a ``CREATE TABLE ... AS``): the statement is
     rewritten on its way to the driver, so whatever the project does around
     it (partitions, DDL) happens as usual; then everything is rolled back."""
     captured: list[str] = []

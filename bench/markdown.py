@@ -141,7 +141,7 @@ def _recalculation(results: dict, chart: Path | None) -> list[str]:
         out += [f"![Recalculation time against size]({_rel(chart)})", ""]
     out += [
         "*calculate-rfm*: the whole command as a user runs it (process start, run row, lock, "
-        "`CREATE TABLE … AS` into the run's partition, keys and indexes, statistics, purge). "
+        "`INSERT … SELECT` into the run's partition, keys and indexes, statistics, purge). "
         "*Of which the run*: `finished_at − started_at` of its run row. "
         "*Bare statement*: the scoring SELECT materialised with "
         "`CREATE TEMP TABLE … AS` under `tune_session`, timed around the statement. "
@@ -256,7 +256,7 @@ def _import(results: dict) -> list[str]:
 
 PLAN_FILES = {
     "floor": "the bare statement (`CREATE TEMP TABLE … AS` the scoring SELECT)",
-    "write": "the project's write path: `CREATE TABLE rfm_scores_rN AS` the scoring SELECT",
+    "write": "the project's write path: `INSERT INTO rfm_scores_rN … SELECT` the scoring SELECT",
     "list_first": "the statements behind `GET /api/rfm/` (first page)",
     "list_last": "the statements behind the list's last page",
     "profile_detail": "cProfile of in-process `GET /api/rfm/{id}/` requests",

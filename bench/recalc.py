@@ -1,7 +1,7 @@
 """The recalculation three ways, on the same database:
 
 - the project: ``flask calculate-rfm`` end to end, as a subprocess (app start,
-  run bookkeeping, the partition's CREATE TABLE ... AS, keys and indexes,
+  run bookkeeping, the partition's INSERT ... SELECT, keys and indexes,
   statistics, purge), with its peak RSS;
 - the floor: the bare scoring SELECT materialised into a TEMP table with
   ``CREATE TEMP TABLE ... AS`` under ``tune_session`` (every column is

@@ -2,9 +2,8 @@
 
 One statement (CTEs ``customer_orders`` and ``rfm_with_scores``, ``NTILE(5)``
 with customer-id tie-breaks, a ``CASE`` generated from the rule table) runs
-inside the database. Results are written with ``INSERT ... SELECT`` (SQLite)
-or ``CREATE TABLE ... AS`` (a PostgreSQL partition) and only small
-aggregates ever come back to Python.
+inside the database. Results are written with ``INSERT ... SELECT`` and only
+small aggregates ever come back to Python.
 """
 
 from __future__ import annotations
@@ -102,6 +101,9 @@ def tune_session(conn: Connection, work_mem: str, timeout_s: int) -> None:
       index, but the planner's cost model prefers the hash;
     - no JIT: compiling the statement took ~0.6 s at 1M customers and won
       nothing back (its time goes to sorting and aggregation, not expressions);
+    - no parallel query: the leader merges every customer's partial group and
+      does all the sorting, so two workers gained nothing on two cores (3.85 s
+      against 3.83 s serial at 1M) and took the core that serves reads;
     - maintenance_work_mem as large, for the index builds after the insert;
     - a statement timeout, so the database itself enforces the time limit."""
     if conn.dialect.name != "postgresql":
@@ -111,6 +113,7 @@ def tune_session(conn: Connection, work_mem: str, timeout_s: int) -> None:
         "maintenance_work_mem": work_mem,
         "enable_hashagg": "off",
         "jit": "off",
+        "max_parallel_workers_per_gather": "0",
         "statement_timeout": str(timeout_s * 1000),
     }
     for name, value in settings.items():
@@ -118,38 +121,12 @@ def tune_session(conn: Connection, work_mem: str, timeout_s: int) -> None:
 
 
 def end_of_big_statement(conn: Connection) -> None:
-    """Undo the planner override of ``tune_session`` for the small grouped
-    queries that follow (statistics): over a few dozen groups hashing wins."""
+    """Undo the planner overrides of ``tune_session`` for the grouped queries
+    that follow (statistics): over at most 125 groups hashing wins, and a
+    short parallel scan is welcome."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SET LOCAL enable_hashagg TO DEFAULT"))
-
-
-def create_scores_table(
-    conn: Connection,
-    table: str,
-    column_types: Sequence[tuple[str, str]],
-    run_id: int,
-    rules: Sequence[Rule],
-    as_of: dt.date,
-    calculated_at: dt.datetime,
-) -> int:
-    """PostgreSQL: score every customer into a NEW table ``table`` (named by
-    ``score_storage``, never by a user) with ``CREATE TABLE ... AS``, whose
-    SELECT PostgreSQL runs with parallel workers (an ``INSERT ... SELECT``
-    never is). ``column_types`` lists the target columns with their SQL types,
-    so the table matches ``rfm_scores`` exactly; returns the rows written."""
-    select_sql, params = scored_select(conn.dialect.name, rules, as_of)
-    given = {"run_id": ":run_id", "calculated_at": ":calculated_at"}
-    columns: list[str] = []
-    for name, sql_type in column_types:
-        # "varchar(64) COLLATE "C"" -> CAST(segment AS varchar(64)) COLLATE "C"
-        base, _, collation = sql_type.partition(" COLLATE ")
-        collate = f" COLLATE {collation}" if collation else ""
-        columns.append(f"CAST({given.get(name, name)} AS {base}){collate} AS {name}")
-    sql = f"CREATE TABLE {table} AS SELECT {', '.join(columns)} FROM ({select_sql}) AS scored"
-    stmt = _stmt(sql).bindparams(bindparam("calculated_at", type_=UTCDateTime()))
-    result = conn.execute(stmt, {**params, "run_id": run_id, "calculated_at": calculated_at})
-    return result.rowcount
+        conn.execute(text("SET LOCAL max_parallel_workers_per_gather TO DEFAULT"))
 
 
 def insert_scores(

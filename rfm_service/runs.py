@@ -213,9 +213,23 @@ def _watch_client(conn: Connection) -> None:
         )
 
 
-def _calculate(conn: Connection, run: RunRecord, settings: RunSettings) -> None:
-    """Write the run's scores and statistics and make it current, atomically."""
+def _calculate(
+    engine: Engine, conn: Connection, run: RunRecord, settings: RunSettings
+) -> None:
+    """Write the run's scores and statistics, then make it current.
+
+    Two transactions. The first writes, attaches and commits the rows under
+    the run's id while the run is not yet current, so no reader (they all
+    follow ``rfm_runs.is_current``) can see them; the second makes it
+    current. One transaction for both let a reader see an empty current set:
+    PostgreSQL plans a statement before it takes the snapshot it executes
+    with, so a statement planned just before the commit, without the new
+    partition, could execute just after it, with the new run current (seen
+    in tests/test_runs.py). Now such a statement would have to be planned
+    before the attach and execute after the flip, with the statistics
+    computed in between."""
     calculated_at = utcnow()
+    score_storage.discard_scores(engine, conn, run["id"])  # a dead attempt's rows
     with conn.begin():
         calculation.tune_session(conn, settings.work_mem, settings.time_limit)
         _watch_client(conn)
@@ -224,7 +238,8 @@ def _calculate(conn: Connection, run: RunRecord, settings: RunSettings) -> None:
         )
         calculation.end_of_big_statement(conn)
         stats = compute_statistics(conn, run["id"], settings.rules, run["as_of"], calculated_at)
-        counts = {s["segment"]: s["customers"] for s in stats["segments"]}
+    counts = {s["segment"]: s["customers"] for s in stats["segments"]}
+    with conn.begin():
         conn.execute(update(runs).where(runs.c.is_current.is_(True)).values(is_current=False))
         _finish(
             conn,
@@ -299,13 +314,14 @@ def _execute_locked(
     )
     conn.commit()
     try:
-        _calculate(conn, run, settings)
+        _calculate(engine, conn, run, settings)
     except BaseException as exc:
         if conn.invalidated:
             raise  # the connection is gone; the next request sees the run as stale
         conn.rollback()
         _finish(conn, run_id, status="failed", error=_error_text(exc, settings))
         conn.commit()
+        score_storage.discard_scores(engine, conn, run_id)
         if not isinstance(exc, Exception):
             raise
     else:

@@ -1,11 +1,11 @@
 """Where a run's score rows live, and how they are written and purged.
 
-PostgreSQL: ``rfm_scores`` is partitioned by run id. A run creates its rows
-as a fresh table (``CREATE TABLE ... AS``, which runs the scoring statement
-with parallel workers), builds the indexes once afterwards (a sorted build
-costs a fraction of a million index insertions) and attaches it
-as a partition in the transaction that makes the run current. ATTACH takes a
-SHARE UPDATE EXCLUSIVE lock on the parent, which readers do not wait for.
+PostgreSQL: ``rfm_scores`` is partitioned by run id. A run writes its rows
+into a fresh table with no indexes, builds the indexes once afterwards (a
+sorted build costs a fraction of a million index insertions) and attaches it
+as a partition; the run becomes current in the next transaction (runs.py
+says why). ATTACH takes a SHARE UPDATE EXCLUSIVE lock on the parent, which
+readers do not wait for.
 Old runs are detached CONCURRENTLY and dropped, again without blocking reads.
 
 SQLite: one plain table; rows are inserted and purged with DELETE.
@@ -73,32 +73,6 @@ def page_start(run_id: int, offset: int) -> tuple[object, int]:
     return start, offset - mark * PAGE_MARK_STEP
 
 
-def _parent_layout(conn: Connection) -> tuple[list[tuple[str, str]], list[str], list[str]]:
-    """``rfm_scores``'s columns with their types (and collations), its NOT NULL columns and its
-    CHECK constraints as DDL, read from the catalog: ATTACH demands a
-    partition that has all of them, whatever later migrations add."""
-    columns = conn.execute(
-        text(
-            "SELECT attname, format_type(atttypid, atttypmod) || coalesce(' COLLATE ' "
-            "|| (SELECT quote_ident(collname) FROM pg_collation WHERE oid = attcollation), ''), "
-            "attnotnull FROM pg_attribute "
-            "WHERE attrelid = 'rfm_scores'::regclass AND attnum > 0 AND NOT attisdropped "
-            "ORDER BY attnum"
-        )
-    ).all()
-    checks = conn.execute(
-        text(
-            "SELECT format('CONSTRAINT %I %s', conname, pg_get_constraintdef(oid)) "
-            "FROM pg_constraint WHERE conrelid = 'rfm_scores'::regclass AND contype = 'c'"
-        )
-    ).scalars()
-    return (
-        [(name, sql_type) for name, sql_type, _ in columns],
-        [name for name, _, not_null in columns if not_null],
-        list(checks),
-    )
-
-
 def _write_partition(
     conn: Connection,
     run_id: int,
@@ -107,19 +81,16 @@ def _write_partition(
     calculated_at: dt.datetime,
 ) -> int:
     name = partition_name(run_id)
-    column_types, not_null, checks = _parent_layout(conn)
-    written = calculation.create_scores_table(
-        conn, name, column_types, run_id, rules, as_of, calculated_at
-    )
-    # One ALTER, so all constraints are verified in a single pass; the run
-    # check lets ATTACH skip its own validation scan.
-    constraints = [f"ALTER COLUMN {column} SET NOT NULL" for column in not_null]
-    constraints += [f"ADD {check}" for check in checks]
-    constraints.append(f"ADD CONSTRAINT {name}_run CHECK (run_id = {run_id})")
+    ddl = [
+        f"CREATE TABLE {name} (LIKE rfm_scores INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+        # Declared before the rows go in, so ATTACH needs no validation scan.
+        f"ALTER TABLE {name} ADD CONSTRAINT {name}_run CHECK (run_id = {run_id})",
+    ]
+    for statement in ddl:
+        conn.execute(text(statement))
+    written = calculation.insert_scores(conn, run_id, rules, as_of, calculated_at, table=name)
+    # The same indexes as the parent's, so ATTACH adopts them instead of building.
     for statement in (
-        f"ALTER TABLE {name} " + ", ".join(constraints),
-        # The same indexes as the parent's, so ATTACH adopts them instead of
-        # building; built once over the finished table, sorted.
         f"ALTER TABLE {name} ADD CONSTRAINT {name}_pkey PRIMARY KEY (run_id, customer_id)",
         f"CREATE INDEX {name}_segment ON {name} (run_id, segment, customer_id)",
         f"ALTER TABLE rfm_scores ATTACH PARTITION {name} FOR VALUES IN ({run_id})",
@@ -149,15 +120,43 @@ def purge_before(engine: Engine, conn: Connection, oldest_kept: int) -> None:
         if m and int(m.group(1)) < oldest_kept
     )
     conn.commit()
-    if not old:
+    _drop_partitions(engine, old, attached=True)
+
+
+def discard_scores(engine: Engine, conn: Connection, run_id: int) -> None:
+    """Remove whatever rows a run that is not current left behind (a failed
+    attempt, or one that died between writing and becoming current)."""
+    conn.execute(delete(RFMPageMark).where(RFMPageMark.run_id == run_id))
+    if conn.dialect.name != "postgresql":
+        conn.execute(delete(RFMScore).where(RFMScore.run_id == run_id))
+        conn.commit()
+        return
+    attached = conn.execute(
+        text(
+            "SELECT i.inhparent = 'rfm_scores'::regclass FROM pg_class c "
+            "LEFT JOIN pg_inherits i ON i.inhrelid = c.oid "
+            "WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
+        ),
+        {"name": partition_name(run_id)},
+    ).scalar()
+    conn.commit()
+    if attached is not None:
+        _drop_partitions(engine, [run_id], attached=bool(attached))
+
+
+def _drop_partitions(engine: Engine, run_ids: Sequence[int], attached: bool) -> None:
+    if not run_ids:
         return
     # DETACH ... CONCURRENTLY cannot run inside a transaction block.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as auto:
         auto.execute(text("SET lock_timeout = '5s'"))
-        for run_id in old:
+        for run_id in run_ids:
             name = partition_name(run_id)
             try:
-                auto.execute(text(f"ALTER TABLE rfm_scores DETACH PARTITION {name} CONCURRENTLY"))
+                if attached:
+                    auto.execute(
+                        text(f"ALTER TABLE rfm_scores DETACH PARTITION {name} CONCURRENTLY")
+                    )
                 auto.execute(text(f"DROP TABLE {name}"))
-            except Exception as exc:  # retried after the next run; never fails this one
-                log.warning("could not purge scores of run %s: %s", run_id, exc)
+            except Exception as exc:  # retried later (purge); never fails a run
+                log.warning("could not drop the scores of run %s: %s", run_id, exc)

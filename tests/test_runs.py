@@ -286,3 +286,26 @@ def test_a_run_replaces_a_pooled_connection_the_server_closed(pg_app: Flask) -> 
         run = runs.calculate_now(db.engine, settings(pg_app), "cli")
         assert run["status"] == "succeeded", run["error"]
         assert run["customers_scored"] == 20
+
+
+def test_rows_a_dead_attempt_left_behind_are_replaced(app: Flask) -> None:
+    """A worker that died after writing its rows, before the run became
+    current: the takeover discards them and writes the run afresh."""
+    from rfm_service import score_storage
+
+    seed(app, 1, 30)
+    with app.app_context():
+        run, created = runs.request_run(db.engine, settings(app), "cli")
+        assert created
+        with db.engine.connect() as conn, conn.begin():
+            written = score_storage.write_scores(
+                conn, run["id"], settings(app).rules, run["as_of"], runs.utcnow()
+            )
+        assert written == 30
+        done = runs.execute_run(db.engine, settings(app), run["id"])
+        assert done["status"] == "succeeded", done["error"]
+        with db.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(sa.func.count()).where(RFMScore.run_id == run["id"])
+            ).scalar_one()
+        assert rows == 30
