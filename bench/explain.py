@@ -62,7 +62,7 @@ def floor_plan(app: Flask, path: Path) -> Path:
     return path
 
 
-_WRITES = ("INSERT INTO RFM_SCORES", "CREATE TABLE RFM_SCORES_R")
+_WRITES = ("INSERT INTO RFM_SCORES",)  # the parent, or a run's partition rfm_scores_rN
 
 
 def write_plan(app: Flask, path: Path) -> Path:
