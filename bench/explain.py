@@ -62,7 +62,7 @@ def floor_plan(app: Flask, path: Path) -> Path:
     return path
 
 
-_WRITES = ("INSERT INTO RFM_SCORES",)  # the parent, or a run's partition rfm_scores_rN
+_WRITE = "INSERT INTO RFM_SCORES"  # the parent, or a run's partition rfm_scores_rN
 
 
 def write_plan(app: Flask, path: Path) -> Path:
@@ -74,7 +74,7 @@ def write_plan(app: Flask, path: Path) -> Path:
     with app.app_context(), db.engine.connect() as conn:
 
         def before(_conn, _cursor, statement, parameters, _context, _many):
-            if statement.lstrip().upper().startswith(_WRITES):
+            if statement.lstrip().upper().startswith(_WRITE):
                 return EXPLAIN + statement, parameters
             return statement, parameters
 

@@ -213,9 +213,7 @@ def _watch_client(conn: Connection) -> None:
         )
 
 
-def _calculate(
-    engine: Engine, conn: Connection, run: RunRecord, settings: RunSettings
-) -> None:
+def _calculate(engine: Engine, conn: Connection, run: RunRecord, settings: RunSettings) -> None:
     """Write the run's scores and statistics, then make it current.
 
     Two transactions. The first writes, attaches and commits the rows under

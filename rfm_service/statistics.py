@@ -31,6 +31,7 @@ _CELL_COLUMNS = (
     "recency_days_min", "recency_days_max", "frequency_min", "frequency_max",
     "monetary_min", "monetary_max",
 )  # fmt: skip
+_MONEY = ("revenue", "monetary_min", "monetary_max")  # cents once read
 
 
 def _monetary_aggregates(dialect: str) -> list[Any]:
@@ -73,11 +74,10 @@ def _cells(conn: Connection, run_id: int, rules: Sequence[Rule]) -> list[dict[st
     segment_of = cell_map(rules)
     cells = []
     for row in rows:
-        cell: dict[str, Any] = dict(zip(_CELL_COLUMNS, row, strict=True))
-        for key in ("revenue", "monetary_min", "monetary_max"):
-            cell[key] = to_cents(cell[key])
-        for key in _CELL_COLUMNS:
-            cell[key] = int(cell[key])
+        cell: dict[str, Any] = {
+            key: (to_cents if key in _MONEY else int)(value)
+            for key, value in zip(_CELL_COLUMNS, row, strict=True)
+        }
         cell["segment"] = segment_of[(cell["r"], cell["f"], cell["m"])]
         cells.append(cell)
     return cells

@@ -272,16 +272,26 @@ def celery_worker(pg_url: str, task_queue: str, service_logs: Path) -> Iterator[
         redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
         pytest.fail(f"Redis at {TEST_REDIS_URL} is not reachable ({exc}); run `make services`")
-    node = f"{task_queue}@{socket.gethostname()}"
     env = service_env(pg_url, task_queue)
+    with running_worker("celery-worker", task_queue, WORKER_CONCURRENCY, env, service_logs) as w:
+        yield w
+
+
+@contextlib.contextmanager
+def running_worker(
+    name: str, queue: str, concurrency: int, env: dict[str, str], log_dir: Path
+) -> Iterator[Worker]:
+    """``celery -A worker worker`` (prefork) on ``queue``, answering pings;
+    stopped on exit."""
+    node = f"{queue}@{socket.gethostname()}"
     argv = [
         "celery", "-A", "worker", "worker", "--loglevel", "INFO",
-        "--pool", "prefork", "--concurrency", str(WORKER_CONCURRENCY),
-        "-Q", task_queue, "-n", node,
+        "--pool", "prefork", "--concurrency", str(concurrency),
+        "-Q", queue, "-n", node,
         "--without-mingle", "--without-gossip",  # no neighbours to sync with; starts faster
     ]  # fmt: skip
-    service = start_service("celery-worker", argv, env, service_logs)
-    worker = Worker(service, node, task_queue, env)
+    service = start_service(name, argv, env, log_dir)
+    worker = Worker(service, node, queue, env)
     try:
         service.wait_for("a reply to ping", worker.ping, timeout=30)
         yield worker

@@ -36,8 +36,8 @@ from tests.celery_support import (
     Worker,
     _drop_queue_keys,
     free_port,
+    running_worker,
     service_env,
-    start_service,
 )
 
 T = TypeVar("T")
@@ -247,21 +247,11 @@ def own_worker(database_url: str, log_dir: Path, name: str, **env: str) -> Itera
     e.g. ``RFM_TIME_LIMIT``) without touching the session's shared worker.
     With one process, the run's ``worker`` column names the only child."""
     queue = f"rfm-fault-{name}-{uuid.uuid4().hex[:8]}"
-    node = f"{queue}@{socket.gethostname()}"
     worker_env = service_env(database_url, queue, **env)
-    argv = [
-        "celery", "-A", "worker", "worker", "--loglevel", "INFO",
-        "--pool", "prefork", "--concurrency", "1", "-Q", queue, "-n", node,
-        "--without-mingle", "--without-gossip",
-    ]  # fmt: skip
-    service = start_service(f"worker-{name}", argv, worker_env, log_dir)
-    worker = Worker(service, node, queue, worker_env)
     try:
-        service.wait_for("a reply to ping", worker.ping, timeout=30)
-        yield worker
+        with running_worker(f"worker-{name}", queue, 1, worker_env, log_dir) as worker:
+            yield worker
     finally:
-        service.stop()
-        worker.control.close()
         _drop_queue_keys(queue)
 
 

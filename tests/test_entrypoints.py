@@ -9,7 +9,6 @@ import json
 import re
 import socket
 import subprocess
-import uuid
 from collections.abc import Iterator
 from copy import deepcopy
 from pathlib import Path
@@ -29,7 +28,7 @@ from tests.celery_support import (
     service_env,
     start_service,
 )
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import blank_pg_database
 
 pytest_plugins = ["tests.celery_support"]
 
@@ -305,16 +304,8 @@ def compose_queue(task_queue: str) -> str:
 
 @pytest.fixture
 def empty_database() -> Iterator[str]:
-    name = f"rfm_compose_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with blank_pg_database("rfm_compose") as url:
+        yield url
 
 
 def test_migrate_builds_the_schema_in_an_empty_database(

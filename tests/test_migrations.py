@@ -6,7 +6,6 @@ partition of ``rfm_scores``) is in place while the history is walked."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +15,7 @@ from flask_migrate import check, downgrade, upgrade
 from rfm_service import runs
 from rfm_service.extensions import db
 
-from .conftest import PG_ADMIN_URL, add_orders, make_app
+from .conftest import add_orders, blank_pg_database, make_app
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -24,16 +23,8 @@ def blank_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'blank.sqlite3'}"
         return
-    name = f"rfm_mig_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with blank_pg_database("rfm_mig") as url:
+        yield url
 
 
 def _tables(engine: sa.Engine) -> set[str]:
