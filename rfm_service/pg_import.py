@@ -152,7 +152,7 @@ def _retry(exc: Exception, blocks: PlainBlocks, columns: list[str]) -> bool | No
 def _prepare(conn: Connection, work_mem: str | None) -> None:
     memory = {"work_mem": work_mem, "maintenance_work_mem": work_mem} if work_mem else {}
     for name, value in {**_SESSION, **memory}.items():
-        _set(conn, name, value)
+        conn.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
     lock_for_bulk_insert(conn)
 
 
