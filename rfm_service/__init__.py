@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from .config import load_config
 from .extensions import db, migrate
 from .segments import load_rules
+from .sessions import CookieFirstSessionInterface
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 
@@ -27,6 +28,7 @@ def create_app(
 ) -> Flask:
     """Build the app. ``env`` defaults to ``os.environ``; ``config`` overrides it."""
     app = Flask(__name__, instance_relative_config=True)
+    app.session_interface = CookieFirstSessionInterface()
     os.makedirs(app.instance_path, exist_ok=True)
     configure(app, config, env)
     register_extensions(app)
@@ -49,6 +51,8 @@ def configure(app: Flask, config: Mapping[str, Any] | None, env: Mapping[str, st
         raise ConfigError("SECRET_KEY must be set in the production profile")
     if app.config["RFM_EXECUTOR"] not in ("thread", "celery"):
         raise ConfigError("RFM_EXECUTOR must be 'thread' or 'celery'")
+    if app.config["RFM_INDEX_WORKERS"] < 0:
+        raise ConfigError("RFM_INDEX_WORKERS must be 0 or more")
     if app.config["RFM_AUTH"] not in ("on", "off"):
         raise ConfigError(f"RFM_AUTH must be 'on' or 'off', got {app.config['RFM_AUTH']!r}")
     if app.config["RFM_PROFILE"] == "production" and app.config["RFM_AUTH"] != "on":

@@ -56,6 +56,9 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         "RFM_SEGMENT_RULES": env.get("RFM_SEGMENT_RULES") or None,
         "RFM_KEEP_RUNS": _int(env, "RFM_KEEP_RUNS", 12),
         "RFM_WORK_MEM": env.get("RFM_WORK_MEM", "256MB"),
+        # 0: the calculation's index builds stay on one core, leaving the others
+        # to the API's reads (calculation.tune_session says why).
+        "RFM_INDEX_WORKERS": _int(env, "RFM_INDEX_WORKERS", 0),
         "RFM_TIME_LIMIT": _int(env, "RFM_TIME_LIMIT", 3600),
         "RFM_QUEUED_TIMEOUT": _int(env, "RFM_QUEUED_TIMEOUT", 3600),
         "RFM_SCHEDULE": env.get("RFM_SCHEDULE", "0 2 * * *"),

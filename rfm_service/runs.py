@@ -59,6 +59,7 @@ class RunSettings:
     time_limit: int = 3600
     keep_runs: int = 12
     queued_timeout: int = 3600
+    index_workers: int = 0
 
     @classmethod
     def from_app(cls, app: Flask) -> RunSettings:
@@ -69,6 +70,7 @@ class RunSettings:
             time_limit=c["RFM_TIME_LIMIT"],
             keep_runs=max(c["RFM_KEEP_RUNS"], 2),  # readers may still hold the previous run
             queued_timeout=c["RFM_QUEUED_TIMEOUT"],
+            index_workers=c["RFM_INDEX_WORKERS"],
         )
 
 
@@ -229,7 +231,9 @@ def _calculate(engine: Engine, conn: Connection, run: RunRecord, settings: RunSe
     calculated_at = utcnow()
     score_storage.discard_scores(engine, conn, run["id"])  # a dead attempt's rows
     with conn.begin():
-        calculation.tune_session(conn, settings.work_mem, settings.time_limit)
+        calculation.tune_session(
+            conn, settings.work_mem, settings.time_limit, settings.index_workers
+        )
         _watch_client(conn)
         scored = score_storage.write_scores(
             conn, run["id"], settings.rules, run["as_of"], calculated_at

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from rfm_service import runs
+from rfm_service import ConfigError, calculation, create_app, runs
 from rfm_service.extensions import db
 from rfm_service.models import RFMRun, RFMScore
 from tests.conftest import add_orders
@@ -309,3 +309,26 @@ def test_rows_a_dead_attempt_left_behind_are_replaced(app: Flask) -> None:
                 sa.select(sa.func.count()).where(RFMScore.run_id == run["id"])
             ).scalar_one()
         assert rows == 30
+
+
+def test_index_builds_stay_serial_unless_configured(pg_app: Flask) -> None:
+    """A parallel index build takes every core the API's reads need, so the
+    calculation's builds run serially by default; RFM_INDEX_WORKERS opts in."""
+    assert settings(pg_app).index_workers == 0
+    configured = create_app(env={"RFM_INDEX_WORKERS": "3", "RFM_PROFILE": "embedded"})
+    assert runs.RunSettings.from_app(configured).index_workers == 3
+    show = sa.text("SHOW max_parallel_maintenance_workers")
+    with pg_app.app_context(), db.engine.connect() as conn:
+        outside = conn.execute(show).scalar_one()
+        conn.commit()
+        for workers in (0, 3):
+            with conn.begin():
+                calculation.tune_session(conn, "64MB", 60, workers)
+                assert conn.execute(show).scalar_one() == str(workers)
+            assert conn.execute(show).scalar_one() == outside  # transaction-local
+            conn.commit()
+
+
+def test_a_negative_index_worker_count_is_refused() -> None:
+    with pytest.raises(ConfigError, match="RFM_INDEX_WORKERS must be 0 or more"):
+        create_app(env={"RFM_INDEX_WORKERS": "-1", "RFM_PROFILE": "embedded"})
