@@ -22,14 +22,32 @@ from .timeutil import UTC, UTCDateTime
 # as_of in whole days, and the exact sum of amounts in cents. SQLite stores
 # NUMERIC as binary floats, so amounts are rounded to integer cents per row
 # before summing; PostgreSQL's numeric sum is exact already.
+#
+# The NTILE orders are SPEC §2's. On PostgreSQL the recency and frequency
+# orders are each packed into one bigint, value in the high 32 bits and
+# customer id (shifted to be non-negative) in the low 32: the same order as
+# ``(recency_days DESC, customer_id ASC)`` and ``(frequency ASC, customer_id
+# ASC)`` for every int4 customer id and every value below 2**31 (a larger one
+# raises "bigint out of range", never misorders). A single integer key sorts
+# on PostgreSQL's fast path, where the two-key sort compared customer ids in
+# the generic comparator for each of the many ties: 0.47 s less for the bare
+# statement at 1M customers (4.46 s against 4.93 s, identical rows).
+# Monetary values are mostly distinct, so its sort rarely reaches the
+# tie-break, and cents can exceed 32 bits: it keeps the two keys. SQLite keeps
+# all three as written (its integers do not enforce 32-bit ids).
+_ID_BITS = "(customer_id + 2147483648)"  # int4 range -> 0 .. 2**32 - 1
 _DIALECT_SQL = {
     "postgresql": {
         "recency": "CAST(:as_of AS DATE) - CAST(MAX(o.ordered_at) AT TIME ZONE 'UTC' AS DATE)",
         "monetary_cents": "CAST(SUM(o.total_amount) * 100 AS BIGINT)",
+        "recency_order": f"{_ID_BITS} - recency_days * 4294967296",
+        "frequency_order": f"frequency * 4294967296 + {_ID_BITS}",
     },
     "sqlite": {
         "recency": "CAST(julianday(:as_of) - julianday(date(MAX(o.ordered_at))) AS INTEGER)",
         "monetary_cents": "SUM(CAST(ROUND(o.total_amount * 100) AS INTEGER))",
+        "recency_order": "recency_days DESC, customer_id ASC",
+        "frequency_order": "frequency ASC, customer_id ASC",
     },
 }
 
@@ -47,8 +65,8 @@ WITH customer_orders AS (
 ),
 rfm_with_scores AS (
     SELECT customer_id, recency_days, frequency, monetary_cents, position,
-           NTILE(5) OVER (ORDER BY recency_days DESC, customer_id ASC) AS recency_score,
-           NTILE(5) OVER (ORDER BY frequency ASC, customer_id ASC) AS frequency_score,
+           NTILE(5) OVER (ORDER BY {recency_order}) AS recency_score,
+           NTILE(5) OVER (ORDER BY {frequency_order}) AS frequency_score,
            NTILE(5) OVER (ORDER BY monetary_cents ASC, customer_id ASC) AS monetary_score
     FROM customer_orders
 )

@@ -253,3 +253,19 @@ def test_old_runs_keep_history_within_retention(app: Flask) -> None:
     assert sorted(kept) == ids[-2:]
     assert current == [ids[-1]]
     assert statuses == ["succeeded"] * 4  # run rows stay as history
+
+
+def test_customer_ids_at_both_ends_of_the_int4_range_keep_spec_order(app: Flask) -> None:
+    """PostgreSQL packs (value, customer id) into one sort key (calculation.py);
+    ids at -2**31, around 0 and 2**31 - 1, in tie groups of recency and of
+    frequency, must still order exactly like SPEC's two-key ORDER BY."""
+    ids = [-(2**31), -(2**31) + 1, -7, -1, 0, 1, 2, 2**31 - 2, 2**31 - 1, 12345, -12345]
+    orders = [
+        (c, dt.datetime(2026, 2, 1 + i % 2, 23, 59, 59, tzinfo=UTC), Decimal(5 + i % 3))
+        for i, c in enumerate(ids)
+        for _ in range(1 + i % 2)
+    ]
+    add_orders(app, orders)
+    assert engine_rows(app, AS_OF) == expected(orders, AS_OF)
+    run = calculate(app, AS_OF)
+    assert stored_rows(app, run["id"]) == expected(orders, AS_OF)
