@@ -72,13 +72,16 @@ def render(results: dict, targets: list[Target], chart: Path | None, output: Pat
             ["CPU", f"{m['cpu']}, {m['cores']} cores"],
             ["RAM", f"{m['ram_gib']:.1f} GiB"],
             ["OS", m["os"]],
+            ["Kernel CPU autogroups (`sched_autogroup_enabled`)", m.get("sched_autogroup", "?")],
             ["Python", m["python"]],
             ["PostgreSQL", m["postgresql"]],
             ["PostgreSQL server settings (defaults)", pg],
             [
                 "Calculation session settings",
-                "`tune_session`: `work_mem=256MB`, `enable_hashagg=off`, `statement_timeout` "
-                "(RFM_WORK_MEM, RFM_TIME_LIMIT defaults)",
+                "`tune_session`: `work_mem` and `maintenance_work_mem=256MB`, "
+                "`enable_hashagg=off`, `jit=off`, `max_parallel_workers_per_gather=0`, "
+                "`max_parallel_maintenance_workers=0`, `statement_timeout` "
+                "(RFM_WORK_MEM, RFM_INDEX_WORKERS, RFM_TIME_LIMIT defaults)",
             ],
             ["Packages", ", ".join(f"{k} {v}" for k, v in m["packages"].items())],
             ["Load generator", m["wrk"] or "not used"],

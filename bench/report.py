@@ -33,6 +33,17 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _autogroup() -> str:
+    """The kernel's per-session CPU groups: on, the calculation's backend
+    shares the postgres session's group with every read backend, and reads
+    during a run wait longer (README, "Benchmark")."""
+    try:
+        value = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip()
+    except OSError:
+        return "unknown"
+    return {"0": "off", "1": "on"}.get(value, value)
+
+
 def _git(*args: str) -> str:
     out = subprocess.run(
         ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
@@ -64,6 +75,7 @@ def machine(wrk: str | None) -> dict:
         "cores": os.cpu_count(),
         "ram_gib": psutil.virtual_memory().total / 2**30,
         "os": platform.platform(),
+        "sched_autogroup": _autogroup(),
         "python": platform.python_version(),
         "postgresql": version.split(" on ")[0],
         "pg_settings": settings,
