@@ -144,12 +144,12 @@ def tune_session(conn: Connection, work_mem: str, timeout_s: int, index_workers:
 
 
 def end_of_big_statement(conn: Connection) -> None:
-    """Undo the planner overrides of ``tune_session`` for the grouped queries
-    that follow (statistics): over at most 125 groups hashing wins, and a
-    short parallel scan is welcome."""
+    """Undo the hash-aggregation override of ``tune_session`` for the grouped
+    queries that follow (statistics): over at most 125 groups hashing wins.
+    Parallel query stays off: the statistics pass over 1M rows took 0.22 s
+    serial against 0.29 s with two workers, which also took every core."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SET LOCAL enable_hashagg TO DEFAULT"))
-        conn.execute(text("SET LOCAL max_parallel_workers_per_gather TO DEFAULT"))
 
 
 def insert_scores(
