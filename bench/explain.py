@@ -66,8 +66,8 @@ _WRITE = "INSERT INTO RFM_SCORES"  # the parent, or a run's partition rfm_scores
 
 
 def write_plan(app: Flask, path: Path) -> Path:
-    """EXPLAIN ANALYZE of the statement that writes the scores (an ``INSERT``
-    into the run's partition, or a ``CREATE TABLE ... AS``): the statement is
+    """EXPLAIN ANALYZE of the statement that writes the scores (the
+    ``INSERT`` into the run's partition): the statement is
     rewritten on its way to the driver, so whatever the project does around
     it (partitions, DDL) happens as usual; then everything is rolled back."""
     captured: list[str] = []

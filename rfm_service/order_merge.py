@@ -45,12 +45,17 @@ def check_duplicates(conn: Connection) -> None:
     )
 
 
+def customer_name_sql(customer_id: str) -> str:
+    """The name every import path gives a customer it creates."""
+    return f"'Customer ' || CAST({customer_id} AS TEXT)"
+
+
 # Customers are created only for rows that will really be inserted, named
-# "Customer <id>", created at their first imported order (the best signup
-# estimate an order history gives).
+# by ``customer_name_sql``, created at their first imported order (the best
+# signup estimate an order history gives).
 _INSERT_CUSTOMERS = f"""
 INSERT INTO customers (id, name, created_at)
-SELECT s.customer_id, 'Customer ' || CAST(s.customer_id AS TEXT), MIN(s.ordered_at)
+SELECT s.customer_id, {customer_name_sql("s.customer_id")}, MIN(s.ordered_at)
 FROM {STAGING} s
 WHERE s.order_id IS NULL OR NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = s.order_id)
 GROUP BY s.customer_id

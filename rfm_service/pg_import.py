@@ -46,7 +46,7 @@ from .canonical_csv import (
     plain_header,
 )
 from .order_csv import ImportFailed, Progress, StagedFile, check_header
-from .order_merge import STAGING, ImportSummary, merge_staged
+from .order_merge import STAGING, ImportSummary, customer_name_sql, merge_staged
 
 _ORDER_COLUMNS = {"order_id": "id"}  # CSV column -> orders column, where they differ
 
@@ -60,14 +60,14 @@ _SESSION = {
 # Customers for the loaded orders (orders held nothing else), as the merge
 # names them. With customers present, the missing ones only: the lock keeps
 # other writers out, so no ON CONFLICT (a costly speculative insertion per row).
-_ALL_CUSTOMERS = """
+_ALL_CUSTOMERS = f"""
 INSERT INTO customers (id, name, created_at)
-SELECT customer_id, 'Customer ' || CAST(customer_id AS TEXT), MIN(ordered_at)
+SELECT customer_id, {customer_name_sql("customer_id")}, MIN(ordered_at)
 FROM orders GROUP BY customer_id
 """
-_NEW_CUSTOMERS = """
+_NEW_CUSTOMERS = f"""
 INSERT INTO customers (id, name, created_at)
-SELECT f.customer_id, 'Customer ' || CAST(f.customer_id AS TEXT), f.first_order
+SELECT f.customer_id, {customer_name_sql("f.customer_id")}, f.first_order
 FROM (SELECT customer_id, MIN(ordered_at) AS first_order FROM orders GROUP BY customer_id) f
 WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = f.customer_id)
 """

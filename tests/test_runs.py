@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from rfm_service import ConfigError, calculation, create_app, runs
+from rfm_service import ConfigError, calculation, create_app, runs, score_storage
 from rfm_service.extensions import db
 from rfm_service.models import RFMRun, RFMScore
 from tests.conftest import add_orders
@@ -291,8 +291,6 @@ def test_a_run_replaces_a_pooled_connection_the_server_closed(pg_app: Flask) -> 
 def test_rows_a_dead_attempt_left_behind_are_replaced(app: Flask) -> None:
     """A worker that died after writing its rows, before the run became
     current: the takeover discards them and writes the run afresh."""
-    from rfm_service import score_storage
-
     seed(app, 1, 30)
     with app.app_context():
         run, created = runs.request_run(db.engine, settings(app), "cli")
@@ -311,12 +309,37 @@ def test_rows_a_dead_attempt_left_behind_are_replaced(app: Flask) -> None:
         assert rows == 30
 
 
+def index_workers_a_run_sets(app: Flask, run_settings: runs.RunSettings) -> list[str]:
+    """The max_parallel_maintenance_workers values a real run sends."""
+    sent: list[str] = []
+
+    def watch(_conn: object, _cursor: object, _sql: str, parameters: object, *_: object) -> None:
+        if (
+            isinstance(parameters, dict)
+            and parameters.get("n") == "max_parallel_maintenance_workers"
+        ):
+            sent.append(parameters["v"])
+
+    with app.app_context():
+        sa.event.listen(db.engine, "before_cursor_execute", watch)
+        try:
+            run = runs.calculate_now(db.engine, run_settings, "cli", AS_OF)
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", watch)
+    assert run["status"] == "succeeded", run["error"]
+    return sent
+
+
 def test_index_builds_stay_serial_unless_configured(pg_app: Flask) -> None:
     """A parallel index build takes every core the API's reads need, so the
     calculation's builds run serially by default; RFM_INDEX_WORKERS opts in."""
+    seed(pg_app, 1, 20)
     assert settings(pg_app).index_workers == 0
+    assert index_workers_a_run_sets(pg_app, settings(pg_app)) == ["0"]
     configured = create_app(env={"RFM_INDEX_WORKERS": "3", "RFM_PROFILE": "embedded"})
     assert runs.RunSettings.from_app(configured).index_workers == 3
+    three = runs.RunSettings(rules=settings(pg_app).rules, index_workers=3)
+    assert index_workers_a_run_sets(pg_app, three) == ["3"]
     show = sa.text("SHOW max_parallel_maintenance_workers")
     with pg_app.app_context(), db.engine.connect() as conn:
         outside = conn.execute(show).scalar_one()
