@@ -1,11 +1,19 @@
 """Celery entry point: ``celery -A worker worker`` and ``celery -A worker beat``."""
 
+import gc
 import sys
 
-from rfm_service import ConfigError, create_app
+# As in wsgi.py: no cyclic collection while the app is made, then frozen, so
+# collections skip it; the pool's forked children also leave its pages shared.
+gc.disable()
+
+from rfm_service import ConfigError, create_app  # noqa: E402
 
 try:
     flask_app = create_app()
 except ConfigError as exc:
     sys.exit(f"rfm-service: configuration error: {exc}")
+finally:
+    gc.freeze()
+    gc.enable()
 celery_app = flask_app.extensions["celery"]
