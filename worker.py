@@ -3,8 +3,9 @@
 import gc
 import sys
 
-# As in wsgi.py: no cyclic collection while the app is made, then frozen, so
-# collections skip it; the pool's forked children also leave its pages shared.
+# As in wsgi.py: no cyclic collection while the app is made, then frozen so
+# that collections skip it, including those of the prefork pool's children,
+# which then leave the pages they share with this process unwritten.
 gc.disable()
 
 from rfm_service import ConfigError, create_app  # noqa: E402
