@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from .models import SCORE_FIELDS, RFMScore
+from .score_storage import segment_is
 
 scores = RFMScore.__table__
 COLUMNS = SCORE_FIELDS
@@ -44,8 +45,8 @@ def _timestamp(value: dt.datetime | None) -> str:
 def _rows_query(run_id: int, segment: str | None) -> Any:
     query = select(*_STREAMED).where(scores.c.run_id == run_id)
     if segment is not None:
-        query = query.where(scores.c.segment == segment)
-    # Both orders follow an index: (run_id, customer_id), or (run_id, segment, customer_id).
+        query = query.where(segment_is(scores.c.segment, segment))
+    # Both orders follow an index: the primary key, or the segment index.
     return query.order_by(scores.c.customer_id)
 
 

@@ -44,6 +44,7 @@ from sqlalchemy import (
 from . import calculation, runs
 from .calculation import money
 from .models import RFMRun, RFMScore
+from .score_storage import segment_is
 from .segments import Rule, resolve_segment, segment_names, slugify
 from .timeutil import UTCDateTime
 
@@ -295,19 +296,21 @@ def _transition_query(from_id: int, to_id: int, source: str, target: str, column
         return (
             select(*columns(None, b))
             .select_from(b)
-            .where(b.c.run_id == to_id, b.c.segment == target, ~in_from)
+            .where(b.c.run_id == to_id, segment_is(b.c.segment, target), ~in_from)
         )
     if target == NONE:
         in_to = exists().where(b.c.run_id == to_id, b.c.customer_id == a.c.customer_id)
         return (
             select(*columns(a, None))
             .select_from(a)
-            .where(a.c.run_id == from_id, a.c.segment == source, ~in_to)
+            .where(a.c.run_id == from_id, segment_is(a.c.segment, source), ~in_to)
         )
     return (
         select(*columns(a, b))
         .select_from(a.join(b, joined))
-        .where(a.c.run_id == from_id, a.c.segment == source, b.c.segment == target)
+        .where(
+            a.c.run_id == from_id, segment_is(a.c.segment, source), segment_is(b.c.segment, target)
+        )
     )
 
 

@@ -57,7 +57,7 @@ def score_count(conn: Connection, run: CurrentRun, segment: str | None) -> int:
         return int(run.segment_counts.get(segment, 0))
     query = select(func.count()).select_from(scores).where(scores.c.run_id == run.id)
     if segment is not None:
-        query = query.where(scores.c.segment == segment)
+        query = query.where(score_storage.segment_is(scores.c.segment, segment))
     return int(conn.execute(query).scalar_one())
 
 
@@ -82,7 +82,7 @@ def score_rows(
 ) -> list[dict[str, Any]]:
     query = select(*SCORE_COLUMNS).where(scores.c.run_id == run_id)
     if segment is not None:
-        query = query.where(scores.c.segment == segment)
+        query = query.where(score_storage.segment_is(scores.c.segment, segment))
     if segment is None and all(o == ("customer_id", False) for o in ordering) and offset:
         # The default order: seek to the nearest page mark instead of skipping
         # up to a million rows (deep pages cost what the first one does).
