@@ -33,6 +33,7 @@ from werkzeug.exceptions import Forbidden
 
 from .extensions import db
 from .models import RFMRun, RFMScore
+from .score_storage import segment_is
 from .segments import Rule, segment_names
 
 ACCESS_HOOK = "rfm_admin_access"
@@ -88,6 +89,13 @@ class ReadOnlyView(ModelView):
         return None, query.yield_per(1000)
 
 
+class SegmentEqual(sqla_filters.FilterEqual):
+    """The admin's "Segment equals" filter, in the form the segment index serves."""
+
+    def apply(self, query: Any, value: Any, alias: Any = None) -> Any:
+        return query.filter(segment_is(self.get_column(alias), value))
+
+
 class ScoreView(ReadOnlyView):
     simple_list_pager = True  # no COUNT(*): prev/next pages only
     column_list = (
@@ -127,7 +135,7 @@ class ScoreView(ReadOnlyView):
     def __init__(self, rules: Sequence[Rule], **kwargs: Any) -> None:
         segments = [(name, name) for name in segment_names(rules)]
         self.column_filters = [
-            sqla_filters.FilterEqual(RFMScore.segment, "Segment", options=segments),
+            SegmentEqual(RFMScore.segment, "Segment", options=segments),
             sqla_filters.IntEqualFilter(RFMScore.recency_score, "R", options=_SCORE_OPTIONS),
             sqla_filters.IntEqualFilter(RFMScore.frequency_score, "F", options=_SCORE_OPTIONS),
             sqla_filters.IntEqualFilter(RFMScore.monetary_score, "M", options=_SCORE_OPTIONS),

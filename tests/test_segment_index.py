@@ -5,7 +5,9 @@ same hash never mix."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +68,10 @@ def _segment_ids(app: Flask, segment: str) -> list[int]:
     return [row["customer_id"] for row in body["results"]]
 
 
+def csv_rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
 def test_names_with_one_hash_stay_apart(colliding_app: Flask) -> None:
     with colliding_app.app_context(), db.engine.connect() as conn:
         hashes = conn.execute(
@@ -77,10 +83,16 @@ def test_names_with_one_hash_stay_apart(colliding_app: Flask) -> None:
     # Recency scores 4-5 are customers 1-8; 1-3 are 9-20 (SPEC's NTILE).
     assert _segment_ids(colliding_app, COLLIDING[0]) == list(range(1, 9))
     assert _segment_ids(colliding_app, COLLIDING[1]) == list(range(9, 21))
-    csv = colliding_app.test_client().get(f"/api/rfm/export.csv?segment={quote(COLLIDING[0])}")
-    assert csv.status_code == 200
-    exported = [int(line.split(",")[0]) for line in csv.get_data(as_text=True).splitlines()[1:]]
+    api = colliding_app.test_client().get(f"/api/rfm/export.csv?segment={quote(COLLIDING[0])}")
+    assert api.status_code == 200
+    exported = [int(row["customer_id"]) for row in csv_rows(api.get_data(as_text=True))]
     assert exported == list(range(1, 9))
+    admin = colliding_app.test_client().get(
+        f"/admin/scores/export/csv/?flt0_segment_equals={quote(COLLIDING[1])}"
+    )
+    assert admin.status_code == 200
+    listed = sorted(int(row["Customer Id"]) for row in csv_rows(admin.get_data(as_text=True)))
+    assert listed == list(range(9, 21))
 
 
 def test_each_run_attaches_its_segment_index_and_filters_use_it(colliding_app: Flask) -> None:
@@ -125,3 +137,36 @@ def test_each_run_attaches_its_segment_index_and_filters_use_it(colliding_app: F
             plan = "\n".join(conn.exec_driver_sql(f"EXPLAIN {sql}").scalars())
     assert f"Index Scan using {partition}_segment" in plan, plan
     assert "Sort" not in plan, plan  # in customer order straight off the index
+
+
+def test_every_segment_filter_takes_the_indexed_form(colliding_app: Flask) -> None:
+    """API list, CSV export, transitions and the admin filter all send the
+    key and the name (a plain ``segment = ...`` would miss the index)."""
+    run_id = _calculate(colliding_app)
+    name = quote(COLLIDING[0])
+    urls = [
+        f"/api/rfm/by-segment/?segment={name}",
+        f"/api/rfm/export.csv?segment={name}",
+        f"/api/rfm/transitions/?from_run={run_id}&to_run={run_id}"
+        f"&from_segment={name}&to_segment={name}",
+        f"/admin/scores/?flt0_segment_equals={name}",
+    ]
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    with colliding_app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        for url in urls:
+            before = len(statements)
+            response = colliding_app.test_client().get(url)
+            response.get_data()  # the export streams: its query runs as the body is read
+            assert response.status_code == 200, url
+            filtered = [s for s in statements[before:] if "rfm_scores" in s and ".segment =" in s]
+            assert filtered, url
+            assert all("hashtext(" in s for s in filtered), (url, filtered)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
