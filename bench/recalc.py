@@ -38,12 +38,12 @@ CREATE TABLE {PEER_TABLE} (
     recency_score smallint NOT NULL CHECK (recency_score BETWEEN 1 AND 5),
     frequency_score smallint NOT NULL CHECK (frequency_score BETWEEN 1 AND 5),
     monetary_score smallint NOT NULL CHECK (monetary_score BETWEEN 1 AND 5),
-    segment varchar(64) NOT NULL,
+    segment varchar(64) COLLATE "C" NOT NULL,
     calculated_at timestamptz NOT NULL,
     PRIMARY KEY (run_id, customer_id)
 );
-CREATE INDEX ON {PEER_TABLE} (run_id, segment, customer_id)
-"""
+CREATE INDEX ON {PEER_TABLE} (run_id, hashtext(segment), customer_id)
+"""  # the keys and indexes of a run's partition of rfm_scores (score_storage.py)
 
 
 def make_app(database: str) -> Flask:
