@@ -22,6 +22,7 @@ from sqlalchemy import text
 
 from rfm_service import calculation, create_app, runs
 from rfm_service.extensions import db
+from rfm_service.score_storage import SEGMENT_INDEX_KEYS
 from rfm_service.segments import cell_map
 
 from .common import DATA, Measured, query, run_flask, run_measured, service_env
@@ -42,8 +43,8 @@ CREATE TABLE {PEER_TABLE} (
     calculated_at timestamptz NOT NULL,
     PRIMARY KEY (run_id, customer_id)
 );
-CREATE INDEX ON {PEER_TABLE} (run_id, hashtext(segment), customer_id)
-"""  # the keys and indexes of a run's partition of rfm_scores (score_storage.py)
+CREATE INDEX ON {PEER_TABLE} ({SEGMENT_INDEX_KEYS})
+"""  # the keys and indexes of a run's partition of rfm_scores
 
 
 def make_app(database: str) -> Flask:

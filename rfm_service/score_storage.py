@@ -61,6 +61,10 @@ def _segment_hashed(element: SegmentKey, compiler: object, **kw: object) -> str:
     return f"hashtext({compiler.process(element.clauses, **kw)})"  # type: ignore[attr-defined]
 
 
+# The keys of a run's segment index on PostgreSQL (migration 9c4e2f7a1b36).
+SEGMENT_INDEX_KEYS = "run_id, hashtext(segment), customer_id"
+
+
 def segment_is(column: ColumnElement[str], segment: str) -> ColumnElement[bool]:
     """``column = segment``, in the form the segment index serves: the key
     picks the index, the name itself settles a hash collision."""
@@ -130,7 +134,7 @@ def _write_partition(
     # The same indexes as the parent's, so ATTACH adopts them instead of building.
     for statement in (
         f"ALTER TABLE {name} ADD CONSTRAINT {name}_pkey PRIMARY KEY (run_id, customer_id)",
-        f"CREATE INDEX {name}_segment ON {name} (run_id, hashtext(segment), customer_id)",
+        f"CREATE INDEX {name}_segment ON {name} ({SEGMENT_INDEX_KEYS})",
         f"ALTER TABLE rfm_scores ATTACH PARTITION {name} FOR VALUES IN ({run_id})",
         # Planner statistics now, not when autovacuum gets round to it.
         f"ANALYZE {name}",

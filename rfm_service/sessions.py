@@ -22,6 +22,6 @@ class CookieFirstSessionInterface(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        if not session and not session.modified:
-            return  # Flask, too, sets and deletes no cookie then
+        if not session and not session.modified and not session.accessed:
+            return  # Flask, too, sets no cookie, deletes none and adds no Vary then
         super().save_session(app, session, response)

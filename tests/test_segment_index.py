@@ -23,6 +23,7 @@ from rfm_service.api import queries
 from rfm_service.extensions import db
 
 from .conftest import add_orders, empty_tables, make_app
+from .reference import reference_scores
 
 # Two names with one hashtext() value (found with generate_series; checked below).
 COLLIDING = ("Segment 137811", "Segment 157427")
@@ -45,12 +46,16 @@ def colliding_app(pg_url: str, tmp_path: Path) -> Iterator[Flask]:
         db.engine.dispose()
 
 
+ORDERS = [(c, dt.datetime(2026, 6, 30 - c, 12, tzinfo=dt.UTC), f"{c}.00") for c in range(1, 21)]
+# The rules put recency scores 4-5 in the first segment and 1-3 in the second.
+BY_RECENCY = {
+    name: sorted(row[0] for row in reference_scores(ORDERS, AS_OF) if row[4] in scores)
+    for name, scores in zip(COLLIDING, ({4, 5}, {1, 2, 3}), strict=True)
+}
+
+
 def _calculate(app: Flask) -> int:
-    # Customer c last ordered c days before as_of: recency scores 5 (ids 1-4) .. 1 (17-20).
-    add_orders(
-        app,
-        [(c, dt.datetime(2026, 6, 30 - c, 12, tzinfo=dt.UTC), f"{c}.00") for c in range(1, 21)],
-    )
+    add_orders(app, ORDERS)
     with app.app_context():
         run = runs.calculate_now(db.engine, runs.RunSettings.from_app(app), "cli", AS_OF)
     assert run["status"] == "succeeded", run["error"]
@@ -80,19 +85,19 @@ def test_names_with_one_hash_stay_apart(colliding_app: Flask) -> None:
     assert hashes[0] == hashes[1]  # otherwise this test proves nothing
     _calculate(colliding_app)
 
-    # Recency scores 4-5 are customers 1-8; 1-3 are 9-20 (SPEC's NTILE).
-    assert _segment_ids(colliding_app, COLLIDING[0]) == list(range(1, 9))
-    assert _segment_ids(colliding_app, COLLIDING[1]) == list(range(9, 21))
+    assert all(BY_RECENCY.values())  # both segments have customers
+    assert _segment_ids(colliding_app, COLLIDING[0]) == BY_RECENCY[COLLIDING[0]]
+    assert _segment_ids(colliding_app, COLLIDING[1]) == BY_RECENCY[COLLIDING[1]]
     api = colliding_app.test_client().get(f"/api/rfm/export.csv?segment={quote(COLLIDING[0])}")
     assert api.status_code == 200
     exported = [int(row["customer_id"]) for row in csv_rows(api.get_data(as_text=True))]
-    assert exported == list(range(1, 9))
+    assert exported == BY_RECENCY[COLLIDING[0]]
     admin = colliding_app.test_client().get(
         f"/admin/scores/export/csv/?flt0_segment_equals={quote(COLLIDING[1])}"
     )
     assert admin.status_code == 200
     listed = sorted(int(row["Customer Id"]) for row in csv_rows(admin.get_data(as_text=True)))
-    assert listed == list(range(9, 21))
+    assert listed == BY_RECENCY[COLLIDING[1]]
 
 
 def test_each_run_attaches_its_segment_index_and_filters_use_it(colliding_app: Flask) -> None:

@@ -54,3 +54,16 @@ def test_sessions_still_round_trip_and_reject_forged_cookies(sqlite_url: str) ->
     forged = app.test_client()
     forged.set_cookie("session", cookie[:-2] + "xx")
     assert forged.get("/_test/session/get").text == "nothing"
+
+
+def test_headers_match_flasks_own_interface_for_every_route(sqlite_url: str) -> None:
+    """Reading an empty session still answers ``Vary: Cookie`` (caches must
+    key on the cookie), exactly as the stock interface does."""
+    ours = app_with_session_routes(sqlite_url)
+    stock = app_with_session_routes(sqlite_url)
+    stock.session_interface = SecureCookieSessionInterface()
+    for path in ("/_test/session/get", "/_test/session/set", "/_test/session/clear", "/api/rfm/"):
+        got, expected = ours.test_client().get(path), stock.test_client().get(path)
+        for header in ("Vary", "Set-Cookie"):
+            assert got.headers.get(header) == expected.headers.get(header), (path, header)
+    assert "Cookie" in ours.test_client().get("/_test/session/get").headers["Vary"]
