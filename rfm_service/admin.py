@@ -19,7 +19,7 @@ see the admin.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -86,7 +86,19 @@ class ReadOnlyView(ModelView):
             execute=False,
             page_size=self.export_max_rows,
         )
-        return None, query.yield_per(1000)
+        return None, _rows_then_close(query.yield_per(1000))
+
+
+def _rows_then_close(query: Any) -> Iterator[Any]:
+    """The query's rows, then its session closed. The rows are read after the
+    view's teardown has already removed the request session, so the query
+    reopens that session on its own; nothing else would end its transaction,
+    which holds locks that block a run's DROP. Runs on an abandoned download
+    too (the stream closes this generator)."""
+    try:
+        yield from query
+    finally:
+        query.session.close()
 
 
 class SegmentEqual(sqla_filters.FilterEqual):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import io
 from collections import Counter
 from decimal import Decimal
@@ -140,6 +141,31 @@ def test_export_csv_of_the_filtered_list(admin_app: dict[str, Any]) -> None:
     assert sorted(int(r["Customer Id"]) for r in rows) == sorted(
         c for c, row in reference.items() if row[7] == segment
     )
+
+
+def test_export_csv_gives_its_connection_back(admin_app: dict[str, Any]) -> None:
+    """The export's rows are read after the view's own teardown has closed
+    the request session; the stream must release what it used itself, not
+    leave an open transaction (holding locks that block a run's DROP) for
+    the garbage collector to find."""
+    app = admin_app["app"]
+    with app.app_context():
+        pool = db.engine.pool
+    url = "/admin/scores/export/csv/"
+    gc.disable()  # what the collector would tidy is what this test looks for
+    try:
+        response = app.test_client().get(url)
+        assert response.get_data(as_text=True).count("\n") == len(admin_app["reference"]) + 1
+        assert pool.checkedout() == 0
+        # An abandoned download: the server closes the body after one piece.
+        stream = app.test_client().get(url, buffered=False)
+        pieces = iter(stream.response)
+        next(pieces), next(pieces)  # the header, then the first row
+        assert pool.checkedout() == 1
+        stream.close()
+        assert pool.checkedout() == 0
+    finally:
+        gc.enable()
 
 
 def test_admin_is_read_only(admin_app: dict[str, Any]) -> None:
