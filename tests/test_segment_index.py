@@ -18,11 +18,11 @@ import sqlalchemy as sa
 from flask import Flask
 from sqlalchemy.dialects import postgresql
 
-from rfm_service import executor, runs, score_storage
+from rfm_service import runs, score_storage
 from rfm_service.api import queries
 from rfm_service.extensions import db
 
-from .conftest import add_orders, empty_tables, make_app
+from .conftest import add_orders, close_app, empty_tables, make_app
 from .reference import reference_scores
 
 # Two names with one hashtext() value (found with generate_series; checked below).
@@ -41,9 +41,7 @@ def colliding_app(pg_url: str, tmp_path: Path) -> Iterator[Flask]:
     app = make_app(pg_url, RFM_SEGMENT_RULES=str(path))
     empty_tables(app)
     yield app
-    executor.shutdown(app, wait=True)
-    with app.app_context():
-        db.engine.dispose()
+    close_app(app)
 
 
 ORDERS = [(c, dt.datetime(2026, 6, 30 - c, 12, tzinfo=dt.UTC), f"{c}.00") for c in range(1, 21)]
