@@ -157,7 +157,7 @@ def test_export_csv_gives_its_connection_back(admin_app: dict[str, Any]) -> None
         response = app.test_client().get(url)
         assert response.get_data(as_text=True).count("\n") == len(admin_app["reference"]) + 1
         assert pool.checkedout() == 0
-        # An abandoned download: the server closes the body after one piece.
+        # A download abandoned part way: the server closes the body early.
         stream = app.test_client().get(url, buffered=False)
         pieces = iter(stream.response)
         next(pieces), next(pieces)  # the header, then the first row
