@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 from rfm_service import calculation, create_app, runs
 from rfm_service.extensions import db
-from rfm_service.score_storage import SEGMENT_INDEX_KEYS
+from rfm_service.score_storage import PRIMARY_KEY_COLUMNS, SEGMENT_INDEX_KEYS
 from rfm_service.segments import cell_map
 
 from .common import DATA, Measured, query, run_flask, run_measured, service_env
@@ -41,7 +41,7 @@ CREATE TABLE {PEER_TABLE} (
     monetary_score smallint NOT NULL CHECK (monetary_score BETWEEN 1 AND 5),
     segment varchar(64) COLLATE "C" NOT NULL,
     calculated_at timestamptz NOT NULL,
-    PRIMARY KEY (run_id, customer_id)
+    PRIMARY KEY ({PRIMARY_KEY_COLUMNS})
 );
 CREATE INDEX ON {PEER_TABLE} ({SEGMENT_INDEX_KEYS})
 """  # the keys and indexes of a run's partition of rfm_scores

@@ -15,8 +15,9 @@ fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 
 
-# On PostgreSQL this index keys rows by hashtext(segment) (migration
-# 9c4e2f7a1b36); the model declares the plain form SQLite has.
+# On PostgreSQL this index keys rows by hashtext(segment), without run_id
+# (migrations 9c4e2f7a1b36, 4e8d1c2b7f05); the model declares the plain form
+# SQLite has.
 SEGMENT_INDEX = "ix_rfm_scores_run_id_segment_customer_id"
 
 

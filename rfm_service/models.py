@@ -129,8 +129,9 @@ class RFMScore(db.Model):
         CheckConstraint("recency_score BETWEEN 1 AND 5", name="recency_score_range"),
         CheckConstraint("frequency_score BETWEEN 1 AND 5", name="frequency_score_range"),
         CheckConstraint("monetary_score BETWEEN 1 AND 5", name="monetary_score_range"),
-        # On PostgreSQL its middle key is hashtext(segment) (migration
-        # 9c4e2f7a1b36, score_storage.segment_is); migrations/env.py skips it there.
+        # On PostgreSQL it is (hashtext(segment), customer_id) and the primary
+        # key (customer_id, run_id) (migrations 9c4e2f7a1b36 and 4e8d1c2b7f05,
+        # score_storage); migrations/env.py skips this index there.
         Index("ix_rfm_scores_run_id_segment_customer_id", "run_id", "segment", "customer_id"),
         # One partition per run on PostgreSQL (see score_storage.py).
         {"postgresql_partition_by": "LIST (run_id)"},

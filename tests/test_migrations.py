@@ -46,3 +46,51 @@ def test_history_round_trips_and_matches_the_models(blank_url: str) -> None:
         upgrade()
         check()
         db.engine.dispose()
+
+
+def _partition_keys(engine: sa.Engine, partition: str) -> dict[str, str]:
+    """Each index of a run's partition: the parent index it is attached to,
+    and its keys."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT p.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x "
+                "JOIN pg_inherits i ON i.inhrelid = x.indexrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent "
+                "WHERE x.indrelid = CAST(:t AS regclass)"
+            ),
+            {"t": partition},
+        ).all()
+    return {parent: definition.split(" USING btree ")[1] for parent, definition in rows}
+
+
+def test_score_keys_of_kept_runs_follow_the_history() -> None:
+    """Migration 4e8d1c2b7f05 rebuilds the keys of every kept run, both ways."""
+    new = {
+        "pk_rfm_scores": "(customer_id, run_id)",
+        "ix_rfm_scores_run_id_segment_customer_id": "(hashtext((segment)::text), customer_id)",
+    }
+    old = {
+        "pk_rfm_scores": "(run_id, customer_id)",
+        "ix_rfm_scores_run_id_segment_customer_id": (
+            "(run_id, hashtext((segment)::text), customer_id)"
+        ),
+    }
+    with blank_pg_database("rfm_mig") as url:
+        app = make_app(url)
+        with app.app_context():
+            upgrade()
+            at = dt.datetime(2026, 1, 5, 12, tzinfo=dt.UTC)
+            add_orders(app, [(1, at, "10.00"), (2, at, "20.00")])
+            run = runs.calculate_now(db.engine, runs.RunSettings.from_app(app), "cli")
+            assert run["status"] == "succeeded", run["error"]
+            partition = f"rfm_scores_r{run['id']}"
+            assert _partition_keys(db.engine, partition) == new  # as the run built them
+            downgrade(revision="9c4e2f7a1b36")
+            assert _partition_keys(db.engine, partition) == old
+            upgrade()
+            assert _partition_keys(db.engine, partition) == new
+            again = runs.calculate_now(db.engine, runs.RunSettings.from_app(app), "cli")
+            assert again["status"] == "succeeded", again["error"]
+            assert _partition_keys(db.engine, f"rfm_scores_r{again['id']}") == new
+            db.engine.dispose()
