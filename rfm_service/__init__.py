@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -13,10 +12,9 @@ from sqlalchemy.engine import Engine
 
 from .config import load_config
 from .extensions import db, migrate
+from .schema_version import MIGRATIONS_DIR
 from .segments import load_rules
 from .sessions import CookieFirstSessionInterface
-
-MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 
 
 class ConfigError(RuntimeError):

@@ -1,4 +1,4 @@
-"""Liveness (no I/O) and readiness (database and, when used, Redis)."""
+"""Liveness (no I/O) and readiness (database, its schema and, when used, Redis)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from flask import Blueprint, current_app
 from sqlalchemy import text
 
 from .extensions import db
+from .schema_version import schema_problem
 
 bp = Blueprint("health", __name__)
 
@@ -22,6 +23,16 @@ def _check_database() -> str:
         return "ok"
     except Exception as exc:
         return f"down: {type(exc).__name__}"
+
+
+def _check_schema() -> str:
+    """``ok``, or why this release cannot work with the database's schema."""
+    try:
+        with db.engine.connect() as conn:
+            problem = schema_problem(conn)
+    except Exception as exc:
+        return f"down: {type(exc).__name__}"
+    return "ok" if problem is None else f"mismatch: {problem}"
 
 
 def _check_redis() -> str:
@@ -43,7 +54,12 @@ def _check_redis() -> str:
 def readyz() -> tuple[dict[str, object], int]:
     checks = {"database": _check_database(), "redis": _check_redis()}
     down = [name for name, state in checks.items() if state.startswith("down")]
-    body: dict[str, object] = {"status": "ok" if not down else "unavailable", "checks": checks}
-    if down:
-        body["detail"] = f"{' and '.join(down)} unreachable"
-    return body, 503 if down else 200
+    problems = [f"{' and '.join(down)} unreachable"] if down else []
+    if "database" not in down:
+        checks["schema"] = _check_schema()
+        if checks["schema"] != "ok":
+            problems.append(checks["schema"].removeprefix("mismatch: "))
+    body: dict[str, object] = {"status": "ok" if not problems else "unavailable", "checks": checks}
+    if problems:
+        body["detail"] = "; ".join(problems)
+    return body, 503 if problems else 200

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from . import calculation, score_storage
 from .locks import calculation_lock
 from .models import RFMRun, RFMScore
+from .schema_version import SchemaMismatch, check_schema
 from .segments import Rule
 from .statistics import compute_statistics
 from .timeutil import today_utc, utcnow
@@ -196,6 +197,8 @@ def request_run(
 
 
 def _error_text(exc: BaseException, settings: RunSettings) -> str:
+    if isinstance(exc, SchemaMismatch):
+        return str(exc)
     if isinstance(exc, DBAPIError) and getattr(exc.orig, "pgcode", None) == "57014":
         return f"the calculation exceeded its time limit of {settings.time_limit} s"
     if type(exc).__name__ == "SoftTimeLimitExceeded":
@@ -228,6 +231,7 @@ def _calculate(engine: Engine, conn: Connection, run: RunRecord, settings: RunSe
     in tests/test_runs.py). Now such a statement would have to be planned
     before the attach and execute after the flip, with the statistics
     computed in between."""
+    check_schema(conn)  # or fail with the remedy, not a constraint's name
     calculated_at = utcnow()
     score_storage.discard_scores(engine, conn, run["id"])  # a dead attempt's rows
     with conn.begin():

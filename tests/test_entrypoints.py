@@ -336,7 +336,7 @@ def test_web_serves_readyz_and_passes_its_healthcheck(
         url = f"http://127.0.0.1:{port}/readyz"
         web.wait_for("/readyz 200", lambda: http_get(url)[0] == 200, timeout=20)
         body = json.loads(http_get(url)[1])
-        assert body["checks"] == {"database": "ok", "redis": "ok"}
+        assert body["checks"] == {"database": "ok", "redis": "ok", "schema": "ok"}
         healthcheck("web", {"127.0.0.1:8000": f"127.0.0.1:{port}"}, env)
         code = web.stop()
 

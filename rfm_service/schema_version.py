@@ -1,0 +1,61 @@
+"""Whether the database's schema is the one this release was written for.
+
+A release that changes the schema ships a migration. Run against a database
+nobody upgraded, its code fails in ways that name a constraint, not the
+cause (a run's partition whose keys the parent's do not match, say). So a
+calculation checks first and fails with the remedy, and ``/readyz`` reports
+the mismatch.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect, text
+
+MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
+
+
+class SchemaMismatch(RuntimeError):
+    """The database is not at this release's migration head."""
+
+
+@cache
+def release_head(migrations_dir: str = MIGRATIONS_DIR) -> str:
+    """The newest migration this release ships (read once per process)."""
+    config = Config()
+    config.set_main_option("script_location", migrations_dir)
+    head = ScriptDirectory.from_config(config).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migrations in {migrations_dir}")
+    return head
+
+
+def database_revision(conn: Connection) -> str | None:
+    """The revision ``flask db upgrade`` last brought the database to."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def schema_problem(conn: Connection) -> str | None:
+    """None when the schema is this release's; otherwise the one-line reason."""
+    have, want = database_revision(conn), release_head()
+    if have == want:
+        return None
+    if have is None:
+        return "the database has no schema yet: run `flask db upgrade`"
+    return (
+        f"the database schema is at revision {have} and this release needs {want}: "
+        "run `flask db upgrade`"
+    )
+
+
+def check_schema(conn: Connection) -> None:
+    """Raise ``SchemaMismatch`` with the reason unless the schema is this release's."""
+    problem = schema_problem(conn)
+    if problem is not None:
+        raise SchemaMismatch(problem)

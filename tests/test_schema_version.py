@@ -1,0 +1,94 @@
+"""A release against a database its migrations have not reached: a
+calculation fails with the remedy and changes nothing, ``/readyz`` says
+why, and ``flask db upgrade`` mends both. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_migrate import upgrade
+
+from rfm_service import runs
+from rfm_service.extensions import db
+from rfm_service.schema_version import MIGRATIONS_DIR, release_head
+
+from .conftest import add_orders, blank_pg_database, close_app, make_app
+
+PREVIOUS = "9c4e2f7a1b36"  # the revision before the newest
+
+
+def newest_revision() -> str:
+    """The one revision no other names as its parent, read from the files."""
+    revisions, parents = set(), set()
+    for path in Path(MIGRATIONS_DIR, "versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        revisions.add(re.search(r"^revision = '(\w+)'", text, re.M).group(1))  # type: ignore[union-attr]
+        parent = re.search(r"^down_revision = '(\w+)'", text, re.M)
+        if parent:
+            parents.add(parent.group(1))
+    (newest,) = revisions - parents
+    return newest
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def blank_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
+    if request.param == "sqlite":
+        app = make_app(f"sqlite:///{tmp_path / 'behind.sqlite3'}")
+        yield app
+        close_app(app)
+        return
+    with blank_pg_database("rfm_schema") as url:
+        app = make_app(url)
+        yield app
+        close_app(app)
+
+
+def test_release_head_is_the_newest_migration() -> None:
+    assert release_head() == newest_revision()
+    assert newest_revision() != PREVIOUS  # else the tests below test nothing
+
+
+def test_a_database_behind_the_release_fails_runs_with_the_remedy(blank_app: Flask) -> None:
+    client = blank_app.test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["detail"] == "the database has no schema yet: run `flask db upgrade`"
+
+    with blank_app.app_context():
+        upgrade(revision=PREVIOUS)
+    add_orders(blank_app, [(1, dt.datetime(2026, 1, 5, 12, tzinfo=dt.UTC), "10.00")])
+    reason = (
+        f"the database schema is at revision {PREVIOUS} and this release needs "
+        f"{release_head()}: run `flask db upgrade`"
+    )
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["checks"]["schema"] == f"mismatch: {reason}"
+    assert ready.get_json()["detail"] == reason
+
+    cli = blank_app.test_cli_runner().invoke(args=["calculate-rfm", "--as-of", "2026-01-31"])
+    assert cli.exit_code == 1
+    assert cli.output.strip() == f"Error: run 1 failed: {reason}"
+    with blank_app.app_context(), db.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT status, error FROM rfm_runs")).all() == [
+            ("failed", reason)
+        ]
+        assert conn.execute(sa.text("SELECT count(*) FROM rfm_scores")).scalar() == 0
+        if conn.dialect.name == "postgresql":  # and no partition left behind
+            assert not conn.execute(
+                sa.text("SELECT relname FROM pg_class WHERE relname LIKE 'rfm_scores_r%'")
+            ).all()
+
+    with blank_app.app_context():
+        upgrade()
+    assert client.get("/readyz").get_json()["checks"]["schema"] == "ok"
+    assert client.get("/readyz").status_code == 200
+    with blank_app.app_context():
+        run = runs.calculate_now(db.engine, runs.RunSettings.from_app(blank_app), "cli")
+    assert run["status"] == "succeeded", run["error"]
