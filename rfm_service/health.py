@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app
-from sqlalchemy import text
 
 from .extensions import db
 from .schema_version import schema_problem
@@ -16,23 +15,15 @@ def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _check_database() -> str:
-    try:
-        with db.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        return "ok"
-    except Exception as exc:
-        return f"down: {type(exc).__name__}"
-
-
-def _check_schema() -> str:
-    """``ok``, or why this release cannot work with the database's schema."""
+def _check_database() -> tuple[str, str | None]:
+    """The database's state and, when it answers, why this release cannot work
+    with its schema (None: it can). One connection, one pair of reads."""
     try:
         with db.engine.connect() as conn:
             problem = schema_problem(conn)
     except Exception as exc:
-        return f"down: {type(exc).__name__}"
-    return "ok" if problem is None else f"mismatch: {problem}"
+        return f"down: {type(exc).__name__}", None
+    return "ok", problem
 
 
 def _check_redis() -> str:
@@ -52,13 +43,14 @@ def _check_redis() -> str:
 
 @bp.get("/readyz")
 def readyz() -> tuple[dict[str, object], int]:
-    checks = {"database": _check_database(), "redis": _check_redis()}
+    database, schema = _check_database()
+    checks = {"database": database, "redis": _check_redis()}
     down = [name for name, state in checks.items() if state.startswith("down")]
     problems = [f"{' and '.join(down)} unreachable"] if down else []
-    if "database" not in down:
-        checks["schema"] = _check_schema()
-        if checks["schema"] != "ok":
-            problems.append(checks["schema"].removeprefix("mismatch: "))
+    if database == "ok":
+        checks["schema"] = "ok" if schema is None else f"mismatch: {schema}"
+        if schema is not None:
+            problems.append(schema)
     body: dict[str, object] = {"status": "ok" if not problems else "unavailable", "checks": checks}
     if problems:
         body["detail"] = "; ".join(problems)

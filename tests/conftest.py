@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,6 +62,32 @@ def blank_pg_database(prefix: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def blank_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind (no migrations run), dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'blank.sqlite3'}"
+        return
+    with blank_pg_database("rfm_blank") as url:
+        yield url
+
+
+def partition_indexes(conn: sa.Connection, partition: str) -> dict[str, tuple[str | None, str]]:
+    """Each index of a run's partition (PostgreSQL) by name: the parent index
+    it is attached to (None: built beside the parent's) and its keys."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT c.relname, p.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x "
+            "JOIN pg_class c ON c.oid = x.indexrelid "
+            "LEFT JOIN pg_inherits i ON i.inhrelid = x.indexrelid "
+            "LEFT JOIN pg_class p ON p.oid = i.inhparent "
+            "WHERE x.indrelid = CAST(:t AS regclass)"
+        ),
+        {"t": partition},
+    ).all()
+    return {name: (parent, sql.split(" USING btree ")[1]) for name, parent, sql in rows}
 
 
 @pytest.fixture(scope="session")

@@ -6,25 +6,14 @@ partition of ``rfm_scores``) is in place while the history is walked."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
-import pytest
 import sqlalchemy as sa
 from flask_migrate import check, downgrade, upgrade
 
 from rfm_service import runs
 from rfm_service.extensions import db
 
-from .conftest import add_orders, blank_pg_database, make_app
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def blank_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'blank.sqlite3'}"
-        return
-    with blank_pg_database("rfm_mig") as url:
-        yield url
+from .conftest import add_orders, blank_pg_database, make_app, partition_indexes
 
 
 def _tables(engine: sa.Engine) -> set[str]:
@@ -48,20 +37,10 @@ def test_history_round_trips_and_matches_the_models(blank_url: str) -> None:
         db.engine.dispose()
 
 
-def _partition_keys(engine: sa.Engine, partition: str) -> dict[str, str]:
-    """Each index of a run's partition: the parent index it is attached to,
-    and its keys."""
+def _partition_keys(engine: sa.Engine, partition: str) -> dict[str | None, str]:
+    """The keys of each index of a run's partition, by the parent index it is attached to."""
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT p.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x "
-                "JOIN pg_inherits i ON i.inhrelid = x.indexrelid "
-                "JOIN pg_class p ON p.oid = i.inhparent "
-                "WHERE x.indrelid = CAST(:t AS regclass)"
-            ),
-            {"t": partition},
-        ).all()
-    return {parent: definition.split(" USING btree ")[1] for parent, definition in rows}
+        return dict(partition_indexes(conn, partition).values())
 
 
 def test_score_keys_of_kept_runs_follow_the_history() -> None:

@@ -18,7 +18,7 @@ from rfm_service import runs
 from rfm_service.extensions import db
 from rfm_service.schema_version import MIGRATIONS_DIR, release_head
 
-from .conftest import add_orders, blank_pg_database, close_app, make_app
+from .conftest import add_orders, close_app, make_app
 
 PREVIOUS = "9c4e2f7a1b36"  # the revision before the newest
 
@@ -36,17 +36,11 @@ def newest_revision() -> str:
     return newest
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def blank_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
-    if request.param == "sqlite":
-        app = make_app(f"sqlite:///{tmp_path / 'behind.sqlite3'}")
-        yield app
-        close_app(app)
-        return
-    with blank_pg_database("rfm_schema") as url:
-        app = make_app(url)
-        yield app
-        close_app(app)
+@pytest.fixture
+def blank_app(blank_url: str) -> Iterator[Flask]:
+    app = make_app(blank_url)
+    yield app
+    close_app(app)
 
 
 def test_release_head_is_the_newest_migration() -> None:

@@ -22,7 +22,7 @@ from rfm_service import runs, score_storage
 from rfm_service.api import queries
 from rfm_service.extensions import db
 
-from .conftest import add_orders, close_app, empty_tables, make_app
+from .conftest import add_orders, close_app, empty_tables, make_app, partition_indexes
 from .reference import reference_scores
 
 # Two names with one hashtext() value (found with generate_series; checked below).
@@ -102,18 +102,7 @@ def test_each_run_attaches_its_segment_index_and_filters_use_it(colliding_app: F
     run_id = _calculate(colliding_app)
     partition = score_storage.partition_name(run_id)
     with colliding_app.app_context(), db.engine.connect() as conn:
-        indexes = dict(
-            conn.execute(
-                sa.text(
-                    "SELECT c.relname, p.relname FROM pg_index x "
-                    "JOIN pg_class c ON c.oid = x.indexrelid "
-                    "LEFT JOIN pg_inherits i ON i.inhrelid = x.indexrelid "
-                    "LEFT JOIN pg_class p ON p.oid = i.inhparent "
-                    "WHERE x.indrelid = CAST(:t AS regclass)"
-                ),
-                {"t": partition},
-            ).all()
-        )
+        indexes = {name: parent for name, (parent, _) in partition_indexes(conn, partition).items()}
         # Adopted by ATTACH: no third index built beside the run's own two.
         assert indexes == {
             f"{partition}_pkey": "pk_rfm_scores",
