@@ -24,13 +24,13 @@ class SchemaMismatch(RuntimeError):
 
 
 @cache
-def release_head(migrations_dir: str = MIGRATIONS_DIR) -> str:
+def release_head() -> str:
     """The newest migration this release ships (read once per process)."""
     config = Config()
-    config.set_main_option("script_location", migrations_dir)
+    config.set_main_option("script_location", MIGRATIONS_DIR)
     head = ScriptDirectory.from_config(config).get_current_head()
     if head is None:
-        raise RuntimeError(f"no migrations in {migrations_dir}")
+        raise RuntimeError(f"no migrations in {MIGRATIONS_DIR}")
     return head
 
 

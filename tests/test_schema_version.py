@@ -20,20 +20,27 @@ from rfm_service.schema_version import MIGRATIONS_DIR, release_head
 
 from .conftest import add_orders, close_app, make_app
 
-PREVIOUS = "9c4e2f7a1b36"  # the revision before the newest
+
+def parents() -> dict[str, str | None]:
+    """Each revision's parent, read from the migration files themselves."""
+    found: dict[str, str | None] = {}
+    for path in Path(MIGRATIONS_DIR, "versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        revision = re.search(r"^revision = '(\w+)'", text, re.M).group(1)  # type: ignore[union-attr]
+        parent = re.search(r"^down_revision = '(\w+)'", text, re.M)
+        found[revision] = parent.group(1) if parent else None
+    return found
 
 
 def newest_revision() -> str:
-    """The one revision no other names as its parent, read from the files."""
-    revisions, parents = set(), set()
-    for path in Path(MIGRATIONS_DIR, "versions").glob("*.py"):
-        text = path.read_text(encoding="utf-8")
-        revisions.add(re.search(r"^revision = '(\w+)'", text, re.M).group(1))  # type: ignore[union-attr]
-        parent = re.search(r"^down_revision = '(\w+)'", text, re.M)
-        if parent:
-            parents.add(parent.group(1))
-    (newest,) = revisions - parents
+    """The one revision no other names as its parent."""
+    history = parents()
+    (newest,) = set(history) - set(history.values())
     return newest
+
+
+# A database one migration behind this release.
+PREVIOUS = parents()[newest_revision()]
 
 
 @pytest.fixture
@@ -45,7 +52,7 @@ def blank_app(blank_url: str) -> Iterator[Flask]:
 
 def test_release_head_is_the_newest_migration() -> None:
     assert release_head() == newest_revision()
-    assert newest_revision() != PREVIOUS  # else the tests below test nothing
+    assert PREVIOUS is not None  # else the tests below have no older schema to start from
 
 
 def test_a_database_behind_the_release_fails_runs_with_the_remedy(blank_app: Flask) -> None:
