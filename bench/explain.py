@@ -8,24 +8,33 @@
 - ``list_first_<size>.txt``, ``list_last_<size>.txt``: every statement that
   serving the list's first / last page runs, replayed under EXPLAIN ANALYZE;
 - ``profile_detail_<size>.txt``: where Python spends the time of
-  ``GET /api/rfm/{id}/`` (cProfile over in-process requests).
+  ``GET /api/rfm/{id}/`` (cProfile over in-process requests);
+- ``detail_<size>.txt``: the one statement behind ``GET /api/rfm/{id}/``,
+  prepared and executed as the server does, under EXPLAIN, with its round
+  trip from Python timed against ``SELECT 1``;
+- ``import_<size>.txt``: every SQL statement of one ``flask import-orders``
+  (``ingest.import_orders`` in-process), timed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import datetime as dt
 import io
 import math
 import pstats
 import re
+import statistics
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from flask import Flask
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 
-from rfm_service import calculation, runs
+from rfm_service import calculation, ingest, pg_import, runs
+from rfm_service.api import queries
 from rfm_service.extensions import db
 
 from .common import query
@@ -101,10 +110,13 @@ def write_plan(app: Flask, path: Path) -> Path:
     return path
 
 
-def timeline(app: Flask, path: Path) -> dict:
-    """One calculation through the run service in this process (the code the
-    CLI's task runs), every SQL statement timed; a real run, left current."""
-    timed: list[tuple[float, float, str]] = []
+Timed = list[tuple[float, float, str]]  # (began, ended, statement), perf_counter seconds
+
+
+@contextlib.contextmanager
+def _timed_statements(engine: Engine) -> Iterator[Timed]:
+    """Every statement ``engine`` runs meanwhile, timed."""
+    timed: Timed = []
 
     def before(conn, _cursor, _statement, _parameters, _context, _many):
         conn.info["bench_started"] = time.perf_counter()
@@ -113,23 +125,22 @@ def timeline(app: Flask, path: Path) -> dict:
         now = time.perf_counter()
         timed.append((conn.info.pop("bench_started", now), now, statement))
 
-    with app.app_context():
-        engine = db.engine
-        event.listen(engine, "before_cursor_execute", before)
-        event.listen(engine, "after_cursor_execute", after)
-        try:
-            started = time.perf_counter()
-            settings = runs.RunSettings.from_app(app)
-            run = runs.calculate_now(engine, settings, "cli", dt.date.fromisoformat(AS_OF))
-            total = time.perf_counter() - started
-        finally:
-            event.remove(engine, "before_cursor_execute", before)
-            event.remove(engine, "after_cursor_execute", after)
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        yield timed
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
+
+
+def _write_timeline(
+    path: Path, heading: list[str], timed: Timed, started: float, total: float
+) -> dict:
+    timed = sorted(timed)
     in_sql = sum(end - begin for begin, end, _ in timed)
     lines = [
-        "-- Every SQL statement of one calculation (runs.calculate_now, as the CLI's task),",
-        f"-- run {run['id']} {run['status']}, {run['customers_scored']} customers; "
-        "written by `python -m bench.run`",
+        *(f"-- {line}" for line in heading),
         f"-- total {total * 1000:,.1f} ms; in statements {in_sql * 1000:,.1f} ms; "
         f"the rest (commits, Python) {(total - in_sql) * 1000:,.1f} ms",
         "",
@@ -146,6 +157,67 @@ def timeline(app: Flask, path: Path) -> dict:
         "statements_ms": in_sql * 1000,
         "slowest": [((end - begin) * 1000, " ".join(s.split())[:110]) for begin, end, s in slowest],
     }
+
+
+def timeline(app: Flask, path: Path) -> dict:
+    """One calculation through the run service in this process (the code the
+    CLI's task runs), every SQL statement timed; a real run, left current."""
+    with app.app_context(), _timed_statements(db.engine) as timed:
+        started = time.perf_counter()
+        settings = runs.RunSettings.from_app(app)
+        run = runs.calculate_now(db.engine, settings, "cli", dt.date.fromisoformat(AS_OF))
+        total = time.perf_counter() - started
+    heading = [
+        "Every SQL statement of one calculation (runs.calculate_now, as the CLI's task),",
+        f"run {run['id']} {run['status']}, {run['customers_scored']} customers; "
+        "written by `python -m bench.run`",
+    ]
+    return _write_timeline(path, heading, timed, started, total)
+
+
+@contextlib.contextmanager
+def _timed_copies(timed: Timed) -> Iterator[None]:
+    """Also time the import's COPY, which psycopg2 runs on SQLAlchemy's
+    connection out of SQLAlchemy's sight (no cursor events): the real
+    ``copy_csv`` runs, wrapped in a timer, until the block exits."""
+    original: Callable[..., int] = pg_import.copy_csv
+
+    def copy_csv(conn, table, columns, source, **options) -> int:
+        began = time.perf_counter()
+        try:
+            return original(conn, table, columns, source, **options)
+        finally:
+            freeze = ", FREEZE" if options.get("freeze") else ""
+            statement = (
+                f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv{freeze}) "
+                "-- the file streamed from Python, each block checked on the way"
+            )
+            timed.append((began, time.perf_counter(), statement))
+
+    pg_import.copy_csv = copy_csv
+    try:
+        yield
+    finally:
+        pg_import.copy_csv = original
+
+
+def import_timeline(app: Flask, csv_path: Path, path: Path) -> dict:
+    """One ``flask import-orders`` of ``csv_path`` (the function the command
+    runs, in this process, with the command's ``work_mem``) into the app's
+    database, every SQL statement timed, the COPY included."""
+    with app.app_context(), _timed_statements(db.engine) as timed, _timed_copies(timed):
+        started = time.perf_counter()
+        with csv_path.open("rb") as raw:
+            summary = ingest.import_orders(db.engine, raw, work_mem=app.config.get("RFM_WORK_MEM"))
+        total = time.perf_counter() - started
+        db.engine.dispose()
+    heading = [
+        f"Every SQL statement of one import (ingest.import_orders, as `flask import-orders "
+        f"{csv_path.name}` runs it), method {summary.method!r},",
+        f"{summary.orders_inserted:,} orders and {summary.customers_created:,} customers "
+        "written into an empty database; written by `python -m bench.run`",
+    ]
+    return _write_timeline(path, heading, timed, started, total)
 
 
 def request_plans(app: Flask, url: str, path: Path) -> Path:
@@ -210,10 +282,59 @@ def profile_requests(app: Flask, urls: list[str], path: Path, top: int = 30) -> 
     return path
 
 
-def capture(app: Flask, database: str, label: str, directory: Path) -> dict:
+def _round_trip_us(cursor, statement: str, params: list[tuple]) -> float:
+    """Median microseconds from sending ``statement`` to holding its rows."""
+    took = []
+    for values in params:
+        began = time.perf_counter()
+        cursor.execute(statement, values)
+        cursor.fetchall()
+        took.append(time.perf_counter() - began)
+    return statistics.median(took) * 1e6
+
+
+def detail_plan(app: Flask, ids: list[int], path: Path) -> Path:
+    """The statement behind ``GET /api/rfm/{id}/`` as the server runs it:
+    prepared on a pooled connection in autocommit (unless earlier requests on
+    that connection prepared it already), executed often enough for
+    PostgreSQL to settle on its plan (after five executions it may switch to
+    a generic one), then EXPLAIN of one more EXECUTE. Beside it, the round
+    trip from Python against ``SELECT 1``'s: what the database adds to a
+    request."""
+    calls = [(i,) for i in ids]
+    with app.app_context():
+        raw = db.engine.raw_connection()
+        try:
+            dbapi = raw.dbapi_connection
+            dbapi.autocommit = True  # as extensions.autocommit serves it
+            with dbapi.cursor() as cursor:
+                if queries.PREPARED_NAME not in raw.info:  # as queries._prepared_score
+                    cursor.execute(queries.PREPARE_CUSTOMER_SCORE)
+                    raw.info[queries.PREPARED_NAME] = True
+                execute_us = _round_trip_us(cursor, queries.EXECUTE_CUSTOMER_SCORE, calls)
+                select_us = _round_trip_us(cursor, "SELECT 1", [()] * len(calls))
+                cursor.execute(EXPLAIN + queries.EXECUTE_CUSTOMER_SCORE, calls[0])
+                plan = _plan_text(queries.PREPARE_CUSTOMER_SCORE, cursor.fetchall())
+            dbapi.autocommit = False
+        finally:
+            raw.close()
+    path.write_text(
+        f"{HEADER}-- GET /api/rfm/{{id}}/ runs one statement, prepared once per connection "
+        f"and executed by id;\n-- from Python, median round trip over {len(calls)} ids: "
+        f"EXECUTE {execute_us:,.0f} µs, SELECT 1 {select_us:,.0f} µs\n"
+        f"-- below: EXECUTE {queries.PREPARED_NAME}({calls[0][0]}) after those executions\n" + plan
+    )
+    return path
+
+
+def clear(directory: Path) -> None:
+    """Empty the evidence folder: it holds the evidence of the last run only."""
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("*.txt"):  # the folder holds the last run's evidence only
+    for stale in directory.glob("*.txt"):
         stale.unlink()
+
+
+def capture(app: Flask, database: str, label: str, directory: Path) -> dict:
     files = {
         "floor": floor_plan(app, directory / f"floor_{label}.txt"),
         "write": write_plan(app, directory / f"write_{label}.txt"),
@@ -236,6 +357,7 @@ def capture(app: Flask, database: str, label: str, directory: Path) -> dict:
     files["profile_detail"] = profile_requests(
         app, [f"/api/rfm/{i}/" for i in ids], directory / f"profile_detail_{label}.txt"
     )
+    files["detail"] = detail_plan(app, ids, directory / f"detail_{label}.txt")
     found["files"] = {k: str(v) for k, v in files.items()}
     found["floor_workers"] = _workers(files["floor"])
     found["write_workers"] = _workers(files["write"])

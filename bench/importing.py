@@ -6,7 +6,8 @@ them). Each measurement starts from an empty database built with the
 migrations. The floor is a client-side ``COPY ... FROM STDIN`` of the same
 file through psycopg2 into an empty table with the same columns and types
 and no index or constraint; a COPY into a table with the indexes and checks
-of ``orders`` is shown beside it for context.
+of ``orders`` is shown beside it for context. One more import, in-process
+and unmeasured, times each of its statements (``explain.import_timeline``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from . import explain
 from .common import DATA, connect, log, median, query, recreate_database, run_flask
 from .datasets import Size
+from .recalc import make_app
 
 IMPORT_DB = "rfm_bench_import"
 COLUMNS = "order_id, customer_id, ordered_at, total_amount"
@@ -73,7 +76,16 @@ def bare_copy(path: Path, rows: int, create: str, table: str, columns: str) -> f
     return seconds
 
 
-def run(size: Size, repeats: int, timeout: float) -> dict:
+def statement_timeline(size: Size, path: Path, rows: int, plans: Path) -> dict:
+    _fresh()
+    found = explain.import_timeline(make_app(IMPORT_DB), path, plans / f"import_{size.label}.txt")
+    (imported,) = query(IMPORT_DB, "SELECT count(*) FROM orders")[0]
+    if imported != rows:
+        raise RuntimeError(f"the timed import wrote {imported:,} orders, expected {rows:,}")
+    return found
+
+
+def run(size: Size, repeats: int, timeout: float, plans: Path) -> dict:
     path, rows = export_csv(size)
     log(f"import: {rows:,} orders of the {size.label} dataset in {path.name}")
     project, plain, indexed = [], [], []
@@ -92,6 +104,8 @@ def run(size: Size, repeats: int, timeout: float) -> dict:
             )
         )
         log(f"  COPY into an indexed copy of orders: {indexed[-1]:.1f} s")
+    log("  one more import, in-process, each statement timed")
+    timeline = statement_timeline(size, path, rows, plans)
     query("postgres", f'DROP DATABASE IF EXISTS "{IMPORT_DB}" WITH (FORCE)')
     return {
         "size": size.label,
@@ -103,4 +117,5 @@ def run(size: Size, repeats: int, timeout: float) -> dict:
         "project_rows_per_s": rows / median(project),
         "copy_rows_per_s": rows / median(plain),
         "indexed_copy_rows_per_s": rows / median(indexed),
+        "timeline": timeline,
     }

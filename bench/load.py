@@ -1,6 +1,7 @@
-"""HTTP load: the service and a bare Flask app under gunicorn, every
-endpoint at the smallest and the largest size in interleaved rounds, and
-reads while ``flask calculate-rfm`` runs."""
+"""HTTP load: the service, a bare Flask app and the service's by-id read
+alone (``roundtrip_app``) under gunicorn, every endpoint at the smallest and
+the largest size in interleaved rounds, and reads while ``flask
+calculate-rfm`` runs."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import time
 
 from .common import SubprocessFailed, kill_children, log, median, query, run_flask
 from .datasets import AS_OF
-from .server import LoadSettings, gunicorn, wrk
+from .server import LoadSettings, Served, gunicorn, wrk
 
 
 def measure(
-    base: str,
+    base: Served,
     paths: list[str],
     settings: LoadSettings,
     name: str,
@@ -27,7 +28,8 @@ def measure(
     result = wrk(base, paths, settings, settings.duration, name, token)
     log(
         f"  {name}: {result['rps']:,.0f} req/s, p50 {result['p50_ms']:.2f} ms, "
-        f"p99 {result['p99_ms']:.2f} ms, errors {result['errors']}"
+        f"p99 {result['p99_ms']:.2f} ms, errors {result['errors']}; CPU per request: "
+        f"server {result['server_cpu_ms']:.3f} ms, database {result['db_cpu_ms']:.3f} ms"
     )
     return result
 
@@ -36,7 +38,7 @@ def combine(samples: list[dict]) -> dict:
     """Rounds of one measurement: medians of rates and latencies, sums of counts."""
     result = {
         key: median([s[key] for s in samples])
-        for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms")
+        for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "server_cpu_ms", "db_cpu_ms")
     }
     result["requests"] = sum(s["requests"] for s in samples)
     result["errors"] = sum(s["errors"] for s in samples)
@@ -64,10 +66,13 @@ def api_paths(database: str, sample: int = 1000) -> dict[str, list[str]]:
         "list_first": ["/api/rfm/"],
         "list_last": [f"/api/rfm/?page={last_page}"],
         "statistics": ["/api/rfm/statistics/"],
+        "roundtrip": [f"/{i}/" for i in ids],  # bench/roundtrip_app.py
     }
 
 
-ENDPOINTS = ("bare", "detail", "list_first", "list_last", "statistics")
+ENDPOINTS = ("bare", "detail", "roundtrip", "list_first", "list_last", "statistics")
+# Served by their own apps; the service serves the rest.
+APPS = {"bare": "bench.bare_app:app", "roundtrip": "bench.roundtrip_app:app"}
 
 
 def suite(
@@ -83,10 +88,14 @@ def suite(
     samples: dict[tuple[str, str], list[dict]] = {}
     with contextlib.ExitStack() as stack:
         any_db = databases[labels[-1]]  # the bare app touches no database
-        bare_base = stack.enter_context(
-            gunicorn("bench.bare_app:app", any_db, settings, "/", "bare")
-        )
+        bare_base = stack.enter_context(gunicorn(APPS["bare"], any_db, settings, "/", "bare"))
         bases = {}
+        roundtrip = {}  # the by-id read alone, per size
+        for label, database in databases.items():
+            ready = paths[label]["roundtrip"][0]
+            roundtrip[label] = stack.enter_context(
+                gunicorn(APPS["roundtrip"], database, settings, ready, f"roundtrip_{label}")
+            )
         for label, database in databases.items():
             if settings.auth:
                 tokens[label] = _create_token(database)
@@ -98,7 +107,9 @@ def suite(
             log(f"HTTP round {i + 1} of {rounds}")
             for name in ENDPOINTS:
                 for label in labels:
-                    base = bare_base if name == "bare" else bases[label]
+                    base = {"bare": bare_base, "roundtrip": roundtrip[label]}.get(
+                        name, bases[label]
+                    )
                     endpoint = ["/"] if name == "bare" else paths[label][name]
                     samples.setdefault((label, name), []).append(
                         measure(base, endpoint, settings, f"{name}@{label}", tokens[label], i == 0)
@@ -124,8 +135,8 @@ def suite(
             )
     found: dict = {label: {"api": {"last_page": paths[label]["list_last"][0]}} for label in labels}
     for (label, name), runs in samples.items():
-        if name == "bare":
-            found[label]["bare"] = combine(runs)
+        if name in APPS:
+            found[label][name] = combine(runs)
         else:
             found[label]["api"][name] = combine(runs)
     return found
@@ -145,7 +156,7 @@ def _create_token(database: str) -> str:
 
 
 def during_recalc(
-    base: str,
+    base: Served,
     database: str,
     paths: list[str],
     settings: LoadSettings,

@@ -187,6 +187,7 @@ def _http(results: dict) -> list[str]:
     names = {
         "bare": "bare Flask endpoint (`bench/bare_app.py`)",
         "detail": "`GET /api/rfm/{id}/` (random existing ids)",
+        "roundtrip": "(context) its statement and response alone (`bench/roundtrip_app.py`)",
         "list_first": "`GET /api/rfm/` first page",
         "list_last": "`GET /api/rfm/?page=N` last page",
         "statistics": "`GET /api/rfm/statistics/`",
@@ -195,6 +196,10 @@ def _http(results: dict) -> list[str]:
     }
     for label, found in http.items():
         measured = {"bare": found["bare"], **{k: v for k, v in found["api"].items() if k in names}}
+        if "roundtrip" in found:  # absent from results written before it was measured
+            measured = {**measured, "roundtrip": found["roundtrip"]}
+            order = ["bare", "detail", "roundtrip"]
+            measured = {k: measured[k] for k in order + [k for k in measured if k not in order]}
         for key, r in measured.items():
             name = names[key]
             if key == "list_last":
@@ -207,9 +212,46 @@ def _http(results: dict) -> list[str]:
                     f"{r['p50_ms']:.2f}",
                     f"{r['p99_ms']:.2f}",
                     f"{r['errors']:,}",
+                    _cpu(r, "server_cpu_ms"),
+                    _cpu(r, "db_cpu_ms"),
                 ]
             )
-    out += _table(["size", "endpoint", "requests/s", "p50, ms", "p99, ms", "errors"], rows)
+    out += _table(
+        [
+            "size",
+            "endpoint",
+            "requests/s",
+            "p50, ms",
+            "p99, ms",
+            "errors",
+            "server CPU per request, ms",
+            "PostgreSQL CPU per request, ms",
+        ],
+        rows,
+    )
+    out += [
+        "*CPU per request*: the CPU time (user + system) the gunicorn master and workers, "
+        "and all PostgreSQL processes on this machine, used during the measurement, divided "
+        "by the requests served (medians of the rounds; wrk's own CPU is not in either). "
+        "It shows where an endpoint's time goes next to the bare endpoint's. While "
+        "`flask calculate-rfm` runs, the PostgreSQL figure includes the calculation.",
+        "",
+    ]
+    for label, found in http.items():
+        alone = found.get("roundtrip")
+        if alone:
+            bare = found["bare"]["rps"]
+            detail = found["api"]["detail"]["rps"]
+            out += [
+                f"At {label}, `GET /api/rfm/{{id}}/` serves {detail / bare:.3f}"
+                f"× the bare endpoint's requests/s; its statement and response alone "
+                f"(`bench/roundtrip_app.py`: the same prepared statement and the same JSON, on "
+                "one psycopg2 connection per server thread, without the connection pool, the "
+                f"blueprint, the schema or the request hooks) serve {alone['rps'] / bare:.3f}×: "
+                "what one database round trip per request leaves of the framework's ceiling "
+                "on this machine.",
+                "",
+            ]
     for label, found in http.items():
         during = found["api"].get("detail_during_recalc")
         if during:
@@ -220,6 +262,11 @@ def _http(results: dict) -> list[str]:
                 "",
             ]
     return out
+
+
+def _cpu(measured: dict, key: str) -> str:
+    value = measured.get(key)  # absent from results written before it was measured
+    return "" if value is None else f"{value:.3f}"
 
 
 def _import(results: dict) -> list[str]:
@@ -254,6 +301,19 @@ def _import(results: dict) -> list[str]:
             ],
         ],
     )
+    t = r.get("timeline")
+    if t:
+        out += [
+            f"Where the import's time goes: [{_rel(t['path'])}]({_rel(t['path'])}), every "
+            f"statement of one more import (in-process, unmeasured above), "
+            f"{t['total_ms'] / 1000:,.2f} s in all, of which {t['statements_ms'] / 1000:,.2f} s "
+            "in SQL statements. Its slowest:",
+            "",
+        ]
+        out += _table(
+            ["ms", "statement"],
+            [[f"{ms:,.1f}", f"`{text.replace('|', '/')}`"] for ms, text in t["slowest"]],
+        )
     return out
 
 
@@ -263,6 +323,8 @@ PLAN_FILES = {
     "list_first": "the statements behind `GET /api/rfm/` (first page)",
     "list_last": "the statements behind the list's last page",
     "profile_detail": "cProfile of in-process `GET /api/rfm/{id}/` requests",
+    "detail": "the prepared statement behind `GET /api/rfm/{id}/`, executed as the server "
+    "does, and its round trip from Python against `SELECT 1`'s",
 }
 
 

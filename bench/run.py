@@ -167,15 +167,17 @@ def main(argv: list[str] | None = None) -> int:
         },
         "sizes": {},
     }
+    # The plans live beside the report, like the chart below.
+    plans = args.output.resolve().parent / "bench" / "plans"
     try:
+        explain.clear(plans)
         for size in sizes:
             results["sizes"][size.label] = measure_recalculation(size, args)
         if not args.no_http:
             results["http"] = measure_http(sizes, args, settings)
         if not args.no_import:
-            results["import"] = run_import(sizes, args, results)
+            results["import"] = run_import(sizes, args, results, plans)
         largest = sizes[-1]
-        plans = args.output.resolve().parent / "bench" / "plans"
         log(f"{largest.label}: plans, a timed calculation and a profile into {plans}")
         app = recalc.make_app(largest.database)
         results["plans"] = explain.capture(app, largest.database, largest.label, plans)
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_import(sizes: list[Size], args: argparse.Namespace, results: dict) -> dict:
+def run_import(sizes: list[Size], args: argparse.Namespace, results: dict, plans: Path) -> dict:
     size = args.import_size or sizes[-1]
     note = ""
     if args.import_size is None:
@@ -210,7 +212,7 @@ def run_import(sizes: list[Size], args: argparse.Namespace, results: dict) -> di
     if size.label not in results["sizes"]:
         datasets.ensure(size, args.seed_timeout)
     results["settings"]["import_note"] = note
-    return importing.run(size, args.import_repeats, args.calc_timeout * 2)
+    return importing.run(size, args.import_repeats, args.calc_timeout * 2, plans)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Servers and load: gunicorn on a free loopback port (always stopped on
 the way out, whatever happens) and wrk with a generated Lua script (random
-paths per request, and a ``done`` hook that prints the numbers as one JSON line)."""
+paths per request, and a ``done`` hook that prints the numbers as one JSON line),
+and the CPU time the server and the database spend on a measurement."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+
+import psutil
 
 from .common import BIN, DATA, ROOT, log, service_env
 
@@ -122,10 +125,45 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise RuntimeError(f"gunicorn did not answer {url} within {timeout:.0f} s")
 
 
+@dataclasses.dataclass(frozen=True)
+class Served:
+    url: str  # http://127.0.0.1:<port>
+    pid: int  # gunicorn's master; its workers are its children
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuSnapshot:
+    server: float  # CPU seconds (user + system) of the gunicorn master and workers
+    database: float  # CPU seconds of every PostgreSQL server process on this machine
+
+
+def cpu_snapshot(served: Served) -> CpuSnapshot:
+    """CPU used so far, read before and after a measurement: their difference
+    per request says whether a request's time goes to the worker (Python) or
+    to the database. The database is local (127.0.0.1), so its backends are
+    processes here; a process that ended in between is not counted."""
+
+    def seconds(procs: list[psutil.Process]) -> float:
+        total = 0.0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    try:
+        master = psutil.Process(served.pid)
+        tree = [master, *master.children(recursive=True)]
+    except psutil.Error:
+        tree = []
+    postgres = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+    return CpuSnapshot(seconds(tree), seconds(postgres))
+
+
 @contextlib.contextmanager
 def gunicorn(
     app: str, database: str, settings: LoadSettings, ready_path: str, name: str
-) -> Iterator[str]:
+) -> Iterator[Served]:
     """Serve ``app`` on a free loopback port; always stopped on exit."""
     port = _free_port()
     DATA.mkdir(parents=True, exist_ok=True)
@@ -139,7 +177,7 @@ def gunicorn(
         try:
             base = f"http://127.0.0.1:{port}"
             _wait_ready(base + ready_path, proc, timeout=60)
-            yield base
+            yield Served(base, proc.pid)
         finally:
             _stop(proc)
 
@@ -156,7 +194,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def wrk(
-    base: str,
+    served: Served,
     paths: list[str],
     settings: LoadSettings,
     duration: float,
@@ -168,14 +206,17 @@ def wrk(
     script.write_text(LUA % {"paths": ", ".join(json.dumps(p) for p in paths), "headers": headers})
     cmd = [
         "wrk", f"-t{settings.wrk_threads}", f"-c{settings.connections}",
-        f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(script), base,
+        f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(script), served.url,
     ]  # fmt: skip
+    before = cpu_snapshot(served)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    after = cpu_snapshot(served)
     line = next((x for x in out.stdout.splitlines() if x.startswith("BENCHJSON ")), None)
     if out.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip() or out.stdout}")
     data = json.loads(line.removeprefix("BENCHJSON "))
     errors = sum(data[k] for k in ("connect", "read", "write", "status", "timeout"))
+    per_request = 1000 / max(1, data["requests"])  # seconds in all -> ms per request
     return {
         "rps": data["requests"] / (data["duration_us"] / 1e6),
         "p50_ms": data["p50_us"] / 1000,
@@ -184,5 +225,7 @@ def wrk(
         "max_ms": data["max_us"] / 1000,
         "requests": data["requests"],
         "errors": errors,
+        "server_cpu_ms": (after.server - before.server) * per_request,
+        "db_cpu_ms": (after.database - before.database) * per_request,
         "error_detail": {k: data[k] for k in ("connect", "read", "write", "status", "timeout")},
     }
