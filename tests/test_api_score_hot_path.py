@@ -1,10 +1,13 @@
 """GET /api/rfm/{id}/, the hot path (issue #4): the same body as the
-marshmallow schema gives, one prepared statement per request on PostgreSQL,
-and recovery when that statement or its connection goes away."""
+marshmallow schema gives, one prepared statement per request on PostgreSQL
+on the serving thread's own connection, and recovery when that statement or
+that connection goes away."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +17,9 @@ from flask import Flask
 
 from rfm_service.api import queries
 from rfm_service.api.schemas import ScoreSchema, score_object
-from rfm_service.extensions import autocommit, db
+from rfm_service.api.scores import READS
+from rfm_service.extensions import db
+from rfm_service.read_connections import ThreadConnections
 
 from .conftest import add_orders
 from .test_api import all_results, calculate, get_json, orders_for
@@ -32,7 +37,7 @@ def pg_scored(pg_app: Flask) -> Flask:
     add_orders(pg_app, orders_for(23))
     assert calculate(pg_app)["status"] == "succeeded"
     with pg_app.app_context():
-        db.engine.dispose()  # the test client's requests then share one connection
+        db.engine.dispose()  # the pool starts empty
     return pg_app
 
 
@@ -79,37 +84,63 @@ def test_each_customer_reads_as_in_the_list(scored: Flask) -> None:
     assert client.get("/api/rfm/100/").status_code == 404  # a customer without orders
 
 
+def _own(app: Flask) -> ThreadConnections:
+    """The per-thread connections; the test client serves in this thread."""
+    own = app.extensions[READS]
+    assert isinstance(own, ThreadConnections)
+    return own
+
+
 def _prepared(app: Flask) -> dict[str, int]:
-    """Statements prepared on the pool's one connection, and how often each ran."""
-    with app.app_context():
-        assert db.engine.pool.checkedin() == 1  # type: ignore[attr-defined]
-        with db.engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT name, generic_plans + custom_plans FROM pg_prepared_statements"
-            )
-            return {name: runs for name, runs in rows}
+    """Statements prepared on this thread's own connection, and how often each ran."""
+    row = _own(app).fetch_one(
+        "SELECT coalesce(json_object_agg(name, generic_plans + custom_plans), '{}') "
+        "FROM pg_prepared_statements"
+    )
+    assert row is not None
+    return row[0]
 
 
-def test_one_prepared_statement_and_the_connection_back_in_transactions(
-    pg_scored: Flask,
-) -> None:
+def _backend_pid(app: Flask) -> int:
+    row = _own(app).fetch_one("SELECT pg_backend_pid()")
+    assert row is not None
+    return int(row[0])
+
+
+def _backend_alive(app: Flask, pid: int) -> bool:
+    admin = sa.create_engine(_url(app), poolclass=sa.pool.NullPool)
+    try:
+        with admin.connect() as conn:
+            query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+            return bool(conn.execute(query, {"pid": pid}).scalar_one())
+    finally:
+        admin.dispose()
+
+
+def _url(app: Flask) -> str:
+    return str(app.config["SQLALCHEMY_DATABASE_URI"])
+
+
+def test_one_prepared_statement_on_the_threads_own_connection(pg_scored: Flask) -> None:
     client = pg_scored.test_client()
     first = get_json(client, "/api/rfm/5/")
     for _ in range(3):
         assert get_json(client, "/api/rfm/5/") == first
     assert _prepared(pg_scored) == {queries.PREPARED_NAME: 4}
     with pg_scored.app_context(), db.engine.connect() as conn:
+        # The pool's connections are left as they were: no statement, transactions.
+        assert conn.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements").scalar() == 0
+        assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != _backend_pid(pg_scored)
         raw = conn.connection.dbapi_connection
-        assert raw is not None and raw.autocommit is False  # as the pool gave it
+        assert raw is not None and raw.autocommit is False
 
 
 def test_a_deallocated_statement_is_prepared_again(pg_scored: Flask) -> None:
     client = pg_scored.test_client()
     expected = get_json(client, "/api/rfm/9/")
-    with pg_scored.app_context(), db.engine.connect() as conn:
-        conn.exec_driver_sql("DEALLOCATE ALL")  # behind the flag's back
-    assert get_json(client, "/api/rfm/9/") == expected  # answered through SQLAlchemy
-    assert get_json(client, "/api/rfm/9/") == expected  # prepared again
+    _own(pg_scored).fetch_one("DEALLOCATE ALL")  # behind its back
+    assert get_json(client, "/api/rfm/9/") == expected  # answered through the pool
+    assert get_json(client, "/api/rfm/9/") == expected  # on a new connection, prepared
     assert _prepared(pg_scored) == {queries.PREPARED_NAME: 1}
 
 
@@ -123,7 +154,7 @@ def test_a_plan_made_stale_by_a_migration_is_replaced(pg_scored: Flask) -> None:
         with db.engine.begin() as conn:
             conn.exec_driver_sql(alter.format("bigint"))
         try:
-            assert get_json(client, "/api/rfm/3/") == expected  # through SQLAlchemy
+            assert get_json(client, "/api/rfm/3/") == expected  # through the pool
             assert get_json(client, "/api/rfm/3/") == expected  # prepared again
             assert get_json(client, "/api/rfm/3/") == expected
             assert _prepared(pg_scored) == {queries.PREPARED_NAME: 2}
@@ -133,20 +164,53 @@ def test_a_plan_made_stale_by_a_migration_is_replaced(pg_scored: Flask) -> None:
 
 
 def test_a_connection_the_server_closed_is_replaced(pg_scored: Flask) -> None:
-    """What a PostgreSQL restart does to pooled connections, without pre-ping."""
+    """What a PostgreSQL restart does to the thread's connection."""
     client = pg_scored.test_client()
     expected = get_json(client, "/api/rfm/4/")
-    with pg_scored.app_context():
-        with autocommit(db.engine) as conn:
-            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-        admin = sa.create_engine(db.engine.url, poolclass=sa.pool.NullPool)
-        with admin.connect() as other:
-            terminate = sa.text("SELECT pg_terminate_backend(:pid, 5000)")  # and wait
-            assert other.execute(terminate, {"pid": pid}).scalar()
-        admin.dispose()
-    assert get_json(client, "/api/rfm/4/") == expected  # reconnected, through SQLAlchemy
-    assert get_json(client, "/api/rfm/4/") == expected
+    pid = _backend_pid(pg_scored)
+    admin = sa.create_engine(_url(pg_scored), poolclass=sa.pool.NullPool)
+    with admin.connect() as other:
+        terminate = sa.text("SELECT pg_terminate_backend(:pid, 5000)")  # and wait
+        assert other.execute(terminate, {"pid": pid}).scalar()
+    admin.dispose()
+    assert get_json(client, "/api/rfm/4/") == expected  # answered through the pool
+    assert get_json(client, "/api/rfm/4/") == expected  # on a new connection
+    assert _backend_pid(pg_scored) != pid
     assert _prepared(pg_scored) == {queries.PREPARED_NAME: 1}
+
+
+def test_disposing_of_the_engine_closes_the_threads_connections(pg_scored: Flask) -> None:
+    client = pg_scored.test_client()
+    expected = get_json(client, "/api/rfm/6/")
+    pid = _backend_pid(pg_scored)
+    with pg_scored.app_context():
+        db.engine.dispose()
+    deadline = time.monotonic() + 10
+    while _backend_alive(pg_scored, pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _backend_alive(pg_scored, pid)
+    assert get_json(client, "/api/rfm/6/") == expected  # a new one
+    assert _backend_pid(pg_scored) != pid
+
+
+def test_a_forked_process_opens_its_own_and_leaves_the_parents(pg_scored: Flask) -> None:
+    """A child must not use, close or free its parent's connection (one
+    socket, two processes): it opens its own, and the parent's still works."""
+    client = pg_scored.test_client()
+    expected = get_json(client, "/api/rfm/8/")
+    parent_pid = _backend_pid(pg_scored)
+    child = os.fork()
+    if child == 0:  # the child: exit code 0 only if it read on a connection of its own
+        code = 1
+        try:
+            row = _own(pg_scored).fetch_one("SELECT pg_backend_pid()")
+            code = 0 if row is not None and row[0] != parent_pid else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _backend_pid(pg_scored) == parent_pid
+    assert get_json(client, "/api/rfm/8/") == expected
 
 
 def test_sqlite_reads_through_sqlalchemy(sqlite_app: Flask) -> None:

@@ -14,6 +14,7 @@ from .insights import bp as insights_bp
 from .insights import register_schemas as register_insights_schemas
 from .jobs import bp as jobs_bp
 from .scores import bp as scores_bp
+from .scores import register_reads
 
 API_DEFAULTS = {
     "API_TITLE": "RFM customer segmentation",
@@ -46,6 +47,7 @@ def register_api(app: Flask) -> RFMApi:
         },
     )
     api.register_blueprint(scores_bp)
+    register_reads(app)
     api.register_blueprint(jobs_bp)
     register_insights_schemas(api)
     api.register_blueprint(insights_bp)

@@ -14,11 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, bindparam, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, bindparam, func, select
 from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.exc import SQLAlchemyError
 
 from .. import score_storage
+from ..extensions import autocommit
 from ..models import SCORE_FIELDS, RFMRun, RFMScore
+from ..read_connections import ThreadConnections
 
 runs = RFMRun.__table__
 scores = RFMScore.__table__
@@ -102,10 +105,10 @@ CUSTOMER_SCORE = select(*SCORE_COLUMNS).where(
 )
 SCORE_NAMES = tuple(column.name for column in SCORE_COLUMNS)
 
-# On psycopg2 (in autocommit, see extensions.autocommit) it runs as a server-
-# side prepared statement, on the pooled connection's own cursor: planning it
-# over the partitioned rfm_scores cost the server twice what running it does,
-# and SQLAlchemy's execution layer cost the worker about as much as the driver.
+# On psycopg2 it runs as a server-side prepared statement on the serving
+# thread's own connection (read_connections says why): planning it over the
+# partitioned rfm_scores cost the server twice what running it does, and
+# SQLAlchemy's execution layer cost the worker about as much as the driver.
 # The text is CUSTOMER_SCORE's, compiled with a $1 parameter.
 PREPARED_NAME = "rfm_customer_score"
 PREPARE_CUSTOMER_SCORE = (
@@ -115,43 +118,33 @@ PREPARE_CUSTOMER_SCORE = (
 EXECUTE_CUSTOMER_SCORE = f"EXECUTE {PREPARED_NAME}(%s)"
 
 
-def customer_score(conn: Connection, customer_id: int) -> dict[str, Any] | None:
-    raw = conn.connection.dbapi_connection
-    if conn.dialect.driver == "psycopg2" and getattr(raw, "autocommit", False):
+def thread_connections(engine: Engine) -> ThreadConnections | None:
+    """The per-thread connections ``customer_score`` reads on (psycopg2 only)."""
+    if engine.dialect.driver != "psycopg2":
+        return None
+    return ThreadConnections(engine, PREPARE_CUSTOMER_SCORE)
+
+
+def customer_score(
+    engine: Engine, own: ThreadConnections | None, customer_id: int
+) -> dict[str, Any] | None:
+    if own is not None:
         try:
-            return _prepared_score(conn, customer_id)
-        except conn.dialect.loaded_dbapi.Error:
-            # SQLAlchemy never saw this error: ask again through SQLAlchemy,
-            # which answers or maps its error as for any query (503 when the
-            # database is down). A connection the server closed (a restart) is
-            # replaced first; otherwise the statement is dropped, in case a
-            # migration made its plan stale ("cached plan must not change
-            # result type"), and the next request on it prepares it anew.
-            conn.connection.info.pop(PREPARED_NAME, None)
-            if raw.closed:
-                conn.invalidate()  # the query below reconnects
-            else:
-                conn.exec_driver_sql("DEALLOCATE ALL")  # the only statement we prepare
-    row = conn.execute(CUSTOMER_SCORE, {"customer_id": customer_id}).first()
-    return row._asdict() if row else None
-
-
-def _prepared_score(conn: Connection, customer_id: int) -> dict[str, Any] | None:
-    # The pool clears ``info`` when it replaces a connection, so the flag
-    # lives exactly as long as the server session that holds the statement.
-    info = conn.connection.info
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        if PREPARED_NAME not in info:
-            cursor.execute(PREPARE_CUSTOMER_SCORE)
-            info[PREPARED_NAME] = True
-        cursor.execute(EXECUTE_CUSTOMER_SCORE, (customer_id,))
-        row = cursor.fetchone()
-    finally:
-        cursor.close()
-    # Raw driver values: the same as CUSTOMER_SCORE's but for calculated_at,
-    # aware in the session's time zone rather than UTC (serialised as UTC).
-    return dict(zip(SCORE_NAMES, row, strict=True)) if row else None
+            row = own.fetch_one(EXECUTE_CUSTOMER_SCORE, (customer_id,))
+        except (engine.dialect.loaded_dbapi.Error, SQLAlchemyError):
+            # That connection is closed now (a restart, a plan a migration
+            # made stale, no connection to be had). Asked again through the
+            # pool, which answers or maps its error as for any query (503
+            # when the database is down); the next request opens a new one.
+            pass
+        else:
+            # Raw driver values: the same as CUSTOMER_SCORE's but for
+            # calculated_at, aware in the session's time zone rather than UTC
+            # (serialised as UTC).
+            return dict(zip(SCORE_NAMES, row, strict=True)) if row else None
+    with autocommit(engine) as conn:
+        found = conn.execute(CUSTOMER_SCORE, {"customer_id": customer_id}).first()
+    return found._asdict() if found else None
 
 
 def current_statistics(conn: Connection) -> tuple[int, dict[str, Any] | None] | None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Flask, Response, current_app, jsonify
 
-from ..extensions import autocommit, db
+from ..extensions import db
 from . import queries
 from .errors import DetailSchema, fail
 from .pagination import paginate
@@ -22,9 +22,16 @@ from .schemas import (
 )
 
 NO_RUN_YET = "no calculation has succeeded yet"
+READS = "rfm_thread_connections"  # app.extensions key, set by register_reads
 MAX_ID = 2**31 - 1  # ids are 32-bit integer columns; larger ones cannot exist
 
 bp = Blueprint("scores", __name__, url_prefix="/api/rfm", description="RFM scores")
+
+
+def register_reads(app: Flask) -> None:
+    """Per-thread connections for GET /api/rfm/{id}/ (None on SQLite)."""
+    with app.app_context():
+        app.extensions[READS] = queries.thread_connections(db.engine)
 
 
 def _score_page(args: dict[str, Any]) -> dict[str, Any]:
@@ -89,8 +96,7 @@ def statistics() -> Response:
 @bp.alt_response(404, schema=DetailSchema, description="No score for this customer")
 def customer_score(customer_id: int) -> Response:
     """One customer's score in the current calculation."""
-    with autocommit(db.engine) as conn:
-        row = queries.customer_score(conn, customer_id)
+    row = queries.customer_score(db.engine, current_app.extensions[READS], customer_id)
     if row is None:
         fail(
             404,
