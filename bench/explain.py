@@ -10,8 +10,8 @@
 - ``profile_detail_<size>.txt``: where Python spends the time of
   ``GET /api/rfm/{id}/`` (cProfile over in-process requests);
 - ``detail_<size>.txt``: the one statement behind ``GET /api/rfm/{id}/``,
-  prepared and executed as the server does, under EXPLAIN, with its round
-  trip from Python timed against ``SELECT 1``;
+  its round trip on a server thread's own connection timed against
+  ``SELECT 1``'s, and its plan under EXPLAIN;
 - ``import_<size>.txt``: every SQL statement of one ``flask import-orders``
   (``ingest.import_orders`` in-process), timed.
 """
@@ -35,6 +35,7 @@ from sqlalchemy import Engine, event
 
 from rfm_service import calculation, ingest, pg_import, runs
 from rfm_service.api import queries
+from rfm_service.api.scores import READS
 from rfm_service.extensions import db
 
 from .common import query
@@ -282,47 +283,52 @@ def profile_requests(app: Flask, urls: list[str], path: Path, top: int = 30) -> 
     return path
 
 
-def _round_trip_us(cursor, statement: str, params: list[tuple]) -> float:
-    """Median microseconds from sending ``statement`` to holding its rows."""
+def _median_us(call: Callable[[], object], times: int) -> float:
     took = []
-    for values in params:
+    for _ in range(times):
         began = time.perf_counter()
-        cursor.execute(statement, values)
-        cursor.fetchall()
+        call()
         took.append(time.perf_counter() - began)
     return statistics.median(took) * 1e6
 
 
 def detail_plan(app: Flask, ids: list[int], path: Path) -> Path:
-    """The statement behind ``GET /api/rfm/{id}/`` as the server runs it:
-    prepared on a pooled connection in autocommit (unless earlier requests on
-    that connection prepared it already), executed often enough for
-    PostgreSQL to settle on its plan (after five executions it may switch to
-    a generic one), then EXPLAIN of one more EXECUTE. Beside it, the round
-    trip from Python against ``SELECT 1``'s: what the database adds to a
-    request."""
-    calls = [(i,) for i in ids]
+    """The statement behind ``GET /api/rfm/{id}/`` as the server runs it.
+    Round trips on this thread's own connection (``read_connections``, as a
+    server thread reads), against ``SELECT 1``'s on it: what the database
+    adds to a request. Then the plan: on a connection of its own, prepared
+    the same way and executed for every id (after five executions PostgreSQL
+    may settle on a generic plan), EXPLAIN of one more EXECUTE."""
+    own = app.extensions[READS]
+    if own is None:
+        raise RuntimeError("GET /api/rfm/{id}/ reads on its thread's connection only on psycopg2")
+    calls = iter([(i,) for i in ids])
+    own.fetch_one(queries.EXECUTE_CUSTOMER_SCORE, (ids[0],))  # opened and prepared
+    execute_us = _median_us(
+        lambda: own.fetch_one(queries.EXECUTE_CUSTOMER_SCORE, next(calls)), len(ids)
+    )
+    select_us = _median_us(lambda: own.fetch_one("SELECT 1"), len(ids))
     with app.app_context():
         raw = db.engine.raw_connection()
+        raw.detach()  # closed below, never back in the pool
         try:
-            dbapi = raw.dbapi_connection
-            dbapi.autocommit = True  # as extensions.autocommit serves it
-            with dbapi.cursor() as cursor:
-                if queries.PREPARED_NAME not in raw.info:  # as queries._prepared_score
-                    cursor.execute(queries.PREPARE_CUSTOMER_SCORE)
-                    raw.info[queries.PREPARED_NAME] = True
-                execute_us = _round_trip_us(cursor, queries.EXECUTE_CUSTOMER_SCORE, calls)
-                select_us = _round_trip_us(cursor, "SELECT 1", [()] * len(calls))
-                cursor.execute(EXPLAIN + queries.EXECUTE_CUSTOMER_SCORE, calls[0])
+            raw.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+            with raw.cursor() as cursor:
+                cursor.execute(queries.PREPARE_CUSTOMER_SCORE)
+                for i in ids:
+                    cursor.execute(queries.EXECUTE_CUSTOMER_SCORE, (i,))
+                    cursor.fetchall()
+                cursor.execute(EXPLAIN + queries.EXECUTE_CUSTOMER_SCORE, (ids[0],))
                 plan = _plan_text(queries.PREPARE_CUSTOMER_SCORE, cursor.fetchall())
-            dbapi.autocommit = False
         finally:
             raw.close()
     path.write_text(
-        f"{HEADER}-- GET /api/rfm/{{id}}/ runs one statement, prepared once per connection "
-        f"and executed by id;\n-- from Python, median round trip over {len(calls)} ids: "
+        f"{HEADER}-- GET /api/rfm/{{id}}/ runs one statement, prepared once on each server "
+        "thread's own connection and executed by id;\n"
+        f"-- from Python on that connection, median round trip over {len(ids)} ids: "
         f"EXECUTE {execute_us:,.0f} µs, SELECT 1 {select_us:,.0f} µs\n"
-        f"-- below: EXECUTE {queries.PREPARED_NAME}({calls[0][0]}) after those executions\n" + plan
+        f"-- below: EXECUTE {queries.PREPARED_NAME}({ids[0]}) after an execution for each id\n"
+        + plan
     )
     return path
 
