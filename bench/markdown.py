@@ -323,8 +323,8 @@ PLAN_FILES = {
     "list_first": "the statements behind `GET /api/rfm/` (first page)",
     "list_last": "the statements behind the list's last page",
     "profile_detail": "cProfile of in-process `GET /api/rfm/{id}/` requests",
-    "detail": "the prepared statement behind `GET /api/rfm/{id}/`, executed as the server "
-    "does, and its round trip from Python against `SELECT 1`'s",
+    "detail": "the prepared statement behind `GET /api/rfm/{id}/`: its round trip on a server "
+    "thread's own connection against `SELECT 1`'s, and its plan",
 }
 
 
