@@ -12,8 +12,9 @@ prepared on it. The engine opens it, with the pool's own connect arguments
 and events; it is then detached from the pool, so it takes none of the
 pool's slots. Any error closes it: the caller answers through the pool
 instead (which maps the error, 503 when the database is down), and the
-thread's next request opens a new one. Disposing of the engine closes them
-all, and a forked process never reuses its parent's.
+thread's next request opens a new one. A thread's connection ends with the
+thread, disposing of the engine closes them all, and a forked process never
+reuses its parent's.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -36,7 +38,10 @@ class ThreadConnections:
         self._prepare = prepare
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._open: set[PoolProxiedConnection] = set()  # every thread's, for dispose
+        # Every live thread's, for dispose. Weak: a thread that ends (a server
+        # that starts one per request) takes its connection with it, closed
+        # by the driver when nothing refers to it any more.
+        self._open: weakref.WeakSet[PoolProxiedConnection] = weakref.WeakSet()
         self._inherited: list[PoolProxiedConnection] = []  # see close_all
         self._pid = os.getpid()
         event.listen(engine, "engine_disposed", lambda _engine: self.close_all())
@@ -56,7 +61,7 @@ class ThreadConnections:
 
     def close_all(self) -> None:
         with self._lock:
-            conns, self._open = self._open, set()
+            conns, self._open = list(self._open), weakref.WeakSet()
             self._local = threading.local()
             if os.getpid() != self._pid:
                 # A parent's connections, inherited by a fork: closing (or

@@ -6,7 +6,9 @@ that connection goes away."""
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
+import threading
 import time
 from decimal import Decimal
 from typing import Any
@@ -191,6 +193,22 @@ def test_disposing_of_the_engine_closes_the_threads_connections(pg_scored: Flask
     assert not _backend_alive(pg_scored, pid)
     assert get_json(client, "/api/rfm/6/") == expected  # a new one
     assert _backend_pid(pg_scored) != pid
+
+
+def test_a_threads_connection_ends_with_the_thread(pg_scored: Flask) -> None:
+    """A server that starts a thread per request must not pile up connections."""
+    pids: list[int] = []
+    reader = threading.Thread(target=lambda: pids.append(_backend_pid(pg_scored)))
+    reader.start()
+    reader.join()
+    (pid,) = pids
+    assert pid != _backend_pid(pg_scored)  # that thread had its own
+    del reader
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while _backend_alive(pg_scored, pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _backend_alive(pg_scored, pid)
 
 
 def test_a_forked_process_opens_its_own_and_leaves_the_parents(pg_scored: Flask) -> None:
