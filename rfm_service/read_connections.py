@@ -42,9 +42,18 @@ class ThreadConnections:
         # that starts one per request) takes its connection with it, closed
         # by the driver when nothing refers to it any more.
         self._open: weakref.WeakSet[PoolProxiedConnection] = weakref.WeakSet()
-        self._inherited: list[PoolProxiedConnection] = []  # see close_all
-        self._pid = os.getpid()
+        # A forked child must neither use nor free its parent's connections
+        # (one socket, two processes; freeing one ends the parent's session):
+        # it keeps them, unused, and opens its own.
+        self._inherited: list[PoolProxiedConnection] = []
+        self._forking: list[PoolProxiedConnection] = []
         event.listen(engine, "engine_disposed", lambda _engine: self.close_all())
+        me = weakref.ref(self)
+        os.register_at_fork(
+            before=lambda: (found := me()) is not None and found._before_fork(),
+            after_in_parent=lambda: (found := me()) is not None and found._after_fork(False),
+            after_in_child=lambda: (found := me()) is not None and found._after_fork(True),
+        )
 
     def fetch_one(self, statement: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
         """The first row of ``statement`` on this thread's connection (None
@@ -63,18 +72,23 @@ class ThreadConnections:
         with self._lock:
             conns, self._open = list(self._open), weakref.WeakSet()
             self._local = threading.local()
-            if os.getpid() != self._pid:
-                # A parent's connections, inherited by a fork: closing (or
-                # freeing) them here would end the parent's sessions.
-                self._inherited.extend(conns)
-                self._pid = os.getpid()
-                return
         for conn in conns:
             _close_quietly(conn)
 
+    def _before_fork(self) -> None:
+        # Held for the child: the fork drops its copies of other threads'
+        # thread-local data, which would free their connections there.
+        self._forking = list(self._open)
+
+    def _after_fork(self, child: bool) -> None:
+        held, self._forking = self._forking, []
+        if child:
+            self._inherited.extend(held)
+            self._open = weakref.WeakSet()
+            self._local = threading.local()
+            self._lock = threading.Lock()  # another thread may have held it at the fork
+
     def _connection(self) -> PoolProxiedConnection:
-        if os.getpid() != self._pid:
-            self.close_all()
         local = self._local
         conn: PoolProxiedConnection | None = getattr(local, "conn", None)
         if conn is not None:
