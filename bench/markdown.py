@@ -246,8 +246,9 @@ def _http(results: dict) -> list[str]:
                 f"At {label}, `GET /api/rfm/{{id}}/` serves {detail / bare:.3f}"
                 f"× the bare endpoint's requests/s; its statement and response alone "
                 f"(`bench/roundtrip_app.py`: the same prepared statement and the same JSON, on "
-                "one psycopg2 connection per server thread, without the connection pool, the "
-                f"blueprint, the schema or the request hooks) serve {alone['rps'] / bare:.3f}×: "
+                "one psycopg2 connection per server thread as the service reads, without the "
+                "extensions, the blueprint, the schema or the request hooks around them) serve "
+                f"{alone['rps'] / bare:.3f}×: "
                 "what one database round trip per request leaves of the framework's ceiling "
                 "on this machine.",
                 "",

@@ -1,8 +1,9 @@
 """Context for ``GET /api/rfm/{id}/``: its one database round trip and
 nothing else a service adds around it. The same prepared statement and the
-same response as the service's, but on one psycopg2 connection per server
-thread, kept in autocommit: no connection pool, no blueprint or schema, no
-request hooks, no 404 wording. Served by gunicorn with the same settings as
+same response as the service's, on one psycopg2 connection per server
+thread kept in autocommit, as the service reads it, but with nothing around
+them: no extensions (SQLAlchemy, its pool to fall back on), no blueprint or
+schema, no request hooks, no 404 wording. Served by gunicorn with the same settings as
 the service (``gunicorn bench.roundtrip_app:app``), it shows how close to the
 bare endpoint a Flask endpoint that reads one row can come on this machine."""
 
