@@ -42,18 +42,13 @@ class ThreadConnections:
         # that starts one per request) takes its connection with it, closed
         # by the driver when nothing refers to it any more.
         self._open: weakref.WeakSet[PoolProxiedConnection] = weakref.WeakSet()
-        # A forked child must neither use nor free its parent's connections
-        # (one socket, two processes; freeing one ends the parent's session):
-        # it keeps them, unused, and opens its own.
-        self._inherited: list[PoolProxiedConnection] = []
-        self._forking: list[PoolProxiedConnection] = []
         event.listen(engine, "engine_disposed", lambda _engine: self.close_all())
+        # A forked child must not use its parent's connections (one socket,
+        # two processes): it forgets them and opens its own. Forgetting is
+        # safe: psycopg2 does not close a connection another process opened
+        # when it frees it.
         me = weakref.ref(self)
-        os.register_at_fork(
-            before=lambda: (found := me()) is not None and found._before_fork(),
-            after_in_parent=lambda: (found := me()) is not None and found._after_fork(False),
-            after_in_child=lambda: (found := me()) is not None and found._after_fork(True),
-        )
+        os.register_at_fork(after_in_child=lambda: (found := me()) is not None and found._forked())
 
     def fetch_one(self, statement: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
         """The first row of ``statement`` on this thread's connection (None
@@ -75,18 +70,10 @@ class ThreadConnections:
         for conn in conns:
             _close_quietly(conn)
 
-    def _before_fork(self) -> None:
-        # Held for the child: the fork drops its copies of other threads'
-        # thread-local data, which would free their connections there.
-        self._forking = list(self._open)
-
-    def _after_fork(self, child: bool) -> None:
-        held, self._forking = self._forking, []
-        if child:
-            self._inherited.extend(held)
-            self._open = weakref.WeakSet()
-            self._local = threading.local()
-            self._lock = threading.Lock()  # another thread may have held it at the fork
+    def _forked(self) -> None:
+        self._open = weakref.WeakSet()
+        self._local = threading.local()
+        self._lock = threading.Lock()  # another thread may have held it at the fork
 
     def _connection(self) -> PoolProxiedConnection:
         local = self._local

@@ -211,34 +211,6 @@ def test_a_threads_connection_ends_with_the_thread(pg_scored: Flask) -> None:
     assert not _backend_alive(pg_scored, pid)
 
 
-def test_a_fork_leaves_the_other_threads_connections_to_the_parent(pg_scored: Flask) -> None:
-    """A fork drops the child's copies of the other threads' thread-local
-    data; freeing a connection there would end the parent's session."""
-    own = _own(pg_scored)
-    forked, results = threading.Event(), []
-
-    def reader() -> None:
-        results.append(_backend_pid(pg_scored))
-        forked.wait(30)
-        try:
-            results.append(_backend_pid(pg_scored))
-        except Exception as exc:  # the connection the fork ended
-            results.append(exc)
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    while not results:
-        time.sleep(0.01)
-    child = os.fork()
-    if child == 0:
-        os._exit(0)
-    os.waitpid(child, 0)
-    forked.set()
-    thread.join()
-    assert results[1] == results[0]  # the same session, alive
-    assert own is _own(pg_scored)
-
-
 def test_a_forked_process_opens_its_own_and_leaves_the_parents(pg_scored: Flask) -> None:
     """A child must not use, close or free its parent's connection (one
     socket, two processes): it opens its own, and the parent's still works."""
