@@ -2,7 +2,7 @@
 
 - ``floor_<size>.txt``: EXPLAIN (ANALYZE, BUFFERS) of the bare statement;
 - ``write_<size>.txt``: the same for the statement that writes the scores in the
-  project's write path (``INSERT INTO rfm_scores_rN ... SELECT``)
+  project's write path (``CREATE TABLE rfm_scores_rN AS ...``)
   really runs (captured from it in a transaction that is rolled back);
 - ``timeline_<size>.txt``: every SQL statement of one real calculation, timed;
 - ``list_first_<size>.txt``, ``list_last_<size>.txt``: every statement that
@@ -72,12 +72,14 @@ def floor_plan(app: Flask, path: Path) -> Path:
     return path
 
 
-_WRITE = "INSERT INTO RFM_SCORES"  # the parent, or a run's partition rfm_scores_rN
+# The parent, a run's partition rfm_scores_rN, or (since the partition is made
+# from the statement) CREATE TABLE rfm_scores_rN AS.
+_WRITE = ("INSERT INTO RFM_SCORES", "CREATE TABLE RFM_SCORES_R")
 
 
 def write_plan(app: Flask, path: Path) -> Path:
     """EXPLAIN ANALYZE of the statement that writes the scores (the
-    ``INSERT`` into the run's partition): the statement is
+    ``CREATE TABLE ... AS`` of the run's partition): the statement is
     rewritten on its way to the driver, so whatever the project does around
     it (partitions, DDL) happens as usual; then everything is rolled back."""
     captured: list[str] = []
@@ -97,7 +99,13 @@ def write_plan(app: Flask, path: Path) -> Path:
         try:
             with conn.begin() as tx:
                 settings = runs.RunSettings.from_app(app)
-                calculation.tune_session(conn, settings.work_mem, settings.time_limit)
+                calculation.tune_session(
+                    conn,
+                    settings.work_mem,
+                    settings.time_limit,
+                    index_workers=settings.index_workers,
+                    query_workers=settings.query_workers,
+                )
                 # Run id 0 never exists; everything is rolled back.
                 write = _write_scores()
                 write(

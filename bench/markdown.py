@@ -39,6 +39,22 @@ def _execution_time(path: Path) -> str:
     return f"{total / 1000:,.2f} s" if total >= 1000 else f"{total:,.2f} ms"
 
 
+def calc_settings(settings: dict[str, str] | None) -> str:
+    """``tune_session``'s settings for the scoring statement, from the
+    service's configuration as measured (older results did not record it)."""
+    if not settings:
+        return "`tune_session` (not recorded by this run)"
+    return (
+        f"`tune_session`: `work_mem` and `maintenance_work_mem={settings['RFM_WORK_MEM']}`, "
+        "`enable_hashagg=off`, `jit=off`, "
+        f"`max_parallel_workers_per_gather={settings['RFM_QUERY_WORKERS']}` for the scoring "
+        "statement (0 after it), "
+        f"`max_parallel_maintenance_workers={settings['RFM_INDEX_WORKERS']}`, "
+        f"`statement_timeout={settings['RFM_TIME_LIMIT']}s` "
+        "(RFM_WORK_MEM, RFM_QUERY_WORKERS, RFM_INDEX_WORKERS, RFM_TIME_LIMIT defaults)"
+    )
+
+
 def render(results: dict, targets: list[Target], chart: Path | None, output: Path) -> str:
     global _base
     _base = output.resolve().parent
@@ -78,10 +94,7 @@ def render(results: dict, targets: list[Target], chart: Path | None, output: Pat
             ["PostgreSQL server settings (defaults)", pg],
             [
                 "Calculation session settings",
-                "`tune_session`: `work_mem` and `maintenance_work_mem=256MB`, "
-                "`enable_hashagg=off`, `jit=off`, `max_parallel_workers_per_gather=0`, "
-                "`max_parallel_maintenance_workers=0`, `statement_timeout` "
-                "(RFM_WORK_MEM, RFM_INDEX_WORKERS, RFM_TIME_LIMIT defaults)",
+                calc_settings(m.get("calc_settings")),
             ],
             ["Packages", ", ".join(f"{k} {v}" for k, v in m["packages"].items())],
             ["Load generator", m["wrk"] or "not used"],
@@ -144,7 +157,7 @@ def _recalculation(results: dict, chart: Path | None) -> list[str]:
         out += [f"![Recalculation time against size]({_rel(chart)})", ""]
     out += [
         "*calculate-rfm*: the whole command as a user runs it (process start, run row, lock, "
-        "`INSERT … SELECT` into the run's partition, keys and indexes, statistics, purge). "
+        "`CREATE TABLE … AS` of the run's partition, keys and indexes, statistics, purge). "
         "*Of which the run*: `finished_at − started_at` of its run row. "
         "*Bare statement*: the scoring SELECT materialised with "
         "`CREATE TEMP TABLE … AS` under `tune_session`, timed around the statement. "

@@ -1,7 +1,7 @@
 """The recalculation three ways, on the same database:
 
 - the project: ``flask calculate-rfm`` end to end, as a subprocess (app start,
-  run bookkeeping, the partition's INSERT ... SELECT, keys and indexes,
+  run bookkeeping, the partition's CREATE TABLE ... AS, keys and indexes,
   statistics, purge), with its peak RSS;
 - the floor: the bare scoring SELECT materialised into a TEMP table with
   ``CREATE TEMP TABLE ... AS`` under ``tune_session`` (every column is
@@ -71,7 +71,9 @@ def project(database: str, timeout: float) -> dict:
 
 def scored_select(app: Flask, conn) -> tuple[str, dict]:
     settings = runs.RunSettings.from_app(app)
-    calculation.tune_session(conn, settings.work_mem, settings.time_limit)
+    calculation.tune_session(
+        conn, settings.work_mem, settings.time_limit, query_workers=settings.query_workers
+    )
     return calculation.scored_select(
         conn.dialect.name, settings.rules, dt.date.fromisoformat(AS_OF)
     )

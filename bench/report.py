@@ -13,7 +13,12 @@ from pathlib import Path
 
 import psutil
 
-from .common import ROOT, query
+from rfm_service.config import load_config
+
+from .common import ROOT, query, service_env
+
+# The service settings that shape a calculation, as the benchmark runs it.
+CALC_SETTINGS = ("RFM_WORK_MEM", "RFM_QUERY_WORKERS", "RFM_INDEX_WORKERS", "RFM_TIME_LIMIT")
 
 PG_SETTINGS = (
     "shared_buffers", "work_mem", "maintenance_work_mem", "effective_cache_size",
@@ -79,9 +84,15 @@ def machine(wrk: str | None) -> dict:
         "python": platform.python_version(),
         "postgresql": version.split(" on ")[0],
         "pg_settings": settings,
+        "calc_settings": calc_settings(),
         "packages": packages,
         "wrk": wrk,
     }
+
+
+def calc_settings() -> dict[str, str]:
+    config = load_config(str(ROOT / "instance"), service_env("postgres"))
+    return {name: str(config[name]) for name in CALC_SETTINGS}
 
 
 def busy_neighbours(seconds: float = 2.0, threshold: float = 20.0) -> list[str]:

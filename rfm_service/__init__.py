@@ -49,8 +49,9 @@ def configure(app: Flask, config: Mapping[str, Any] | None, env: Mapping[str, st
         raise ConfigError("SECRET_KEY must be set in the production profile")
     if app.config["RFM_EXECUTOR"] not in ("thread", "celery"):
         raise ConfigError("RFM_EXECUTOR must be 'thread' or 'celery'")
-    if app.config["RFM_INDEX_WORKERS"] < 0:
-        raise ConfigError("RFM_INDEX_WORKERS must be 0 or more")
+    for workers in ("RFM_INDEX_WORKERS", "RFM_QUERY_WORKERS"):
+        if app.config[workers] < 0:
+            raise ConfigError(f"{workers} must be 0 or more")
     if app.config["RFM_AUTH"] not in ("on", "off"):
         raise ConfigError(f"RFM_AUTH must be 'on' or 'off', got {app.config['RFM_AUTH']!r}")
     if app.config["RFM_PROFILE"] == "production" and app.config["RFM_AUTH"] != "on":

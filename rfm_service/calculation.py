@@ -2,8 +2,9 @@
 
 One statement (CTEs ``customer_orders`` and ``rfm_with_scores``, ``NTILE(5)``
 with customer-id tie-breaks, a ``CASE`` generated from the rule table) runs
-inside the database. Results are written with ``INSERT ... SELECT`` and only
-small aggregates ever come back to Python.
+inside the database. Results are written by the database itself (``CREATE
+TABLE ... AS`` on PostgreSQL, ``INSERT ... SELECT`` on SQLite) and only small
+aggregates ever come back to Python.
 """
 
 from __future__ import annotations
@@ -111,7 +112,13 @@ def _stmt(sql: str):
     return text(sql).bindparams(bindparam("cutoff", type_=UTCDateTime()))
 
 
-def tune_session(conn: Connection, work_mem: str, timeout_s: int, index_workers: int = 0) -> None:
+def tune_session(
+    conn: Connection,
+    work_mem: str,
+    timeout_s: int,
+    index_workers: int = 0,
+    query_workers: int = 0,
+) -> None:
     """Transaction-local settings for the big statement (PostgreSQL only):
     - work_mem large enough for the three NTILE sorts to stay in memory;
     - no hash aggregation: grouping 10M orders into 1M customers by hashing
@@ -119,9 +126,13 @@ def tune_session(conn: Connection, work_mem: str, timeout_s: int, index_workers:
       index, but the planner's cost model prefers the hash;
     - no JIT: compiling the statement took ~0.6 s at 1M customers and won
       nothing back (its time goes to sorting and aggregation, not expressions);
-    - no parallel query: the leader merges every customer's partial group and
-      does all the sorting, so two workers gained nothing on two cores (3.85 s
-      against 3.83 s serial at 1M) and took the core that serves reads;
+    - ``query_workers`` parallel workers for the statement (RFM_QUERY_WORKERS):
+      they share the index-only scan and the per-customer aggregation, the
+      leader merges their groups and does the NTILE sorts. At 1M customers on
+      2 cores the bare statement took 8.3-8.8 s with one or two workers
+      against 10.0-10.3 s serial. PostgreSQL plans parallel query for a
+      ``CREATE TABLE ... AS`` but never for an ``INSERT ... SELECT``, which
+      is why a run's partition is created from the statement;
     - maintenance_work_mem as large, for the index builds after the insert;
     - ``index_workers`` parallel workers for those builds (RFM_INDEX_WORKERS,
       default 0): on 2 cores a parallel build took both, and reads served
@@ -136,7 +147,7 @@ def tune_session(conn: Connection, work_mem: str, timeout_s: int, index_workers:
         "max_parallel_maintenance_workers": str(index_workers),
         "enable_hashagg": "off",
         "jit": "off",
-        "max_parallel_workers_per_gather": "0",
+        "max_parallel_workers_per_gather": str(query_workers),
         "statement_timeout": str(timeout_s * 1000),
     }
     for name, value in settings.items():
@@ -146,10 +157,26 @@ def tune_session(conn: Connection, work_mem: str, timeout_s: int, index_workers:
 def end_of_big_statement(conn: Connection) -> None:
     """Undo the hash-aggregation override of ``tune_session`` for the grouped
     queries that follow (statistics): over at most 125 groups hashing wins.
-    Parallel query stays off: the statistics pass over 1M rows took 0.22 s
-    serial against 0.29 s with two workers, which also took every core."""
+    Parallel query goes off again: the statistics pass over 1M rows took
+    0.22 s serial against 0.29 s with two workers, which also took every core."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SET LOCAL enable_hashagg TO DEFAULT"))
+        conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+
+
+def _stored_rows(dialect: str, rules: Sequence[Rule], as_of: dt.date) -> tuple[str, dict[str, Any]]:
+    """The scoring statement with the columns a stored row adds (``:run_id``,
+    ``:calculated_at``), in the order of ``rfm_scores``' columns."""
+    select_sql, params = scored_select(dialect, rules, as_of)
+    sql = (
+        f"SELECT :run_id AS run_id, {STORED_COLUMNS}, :calculated_at AS calculated_at "
+        f"FROM ({select_sql}) AS scored"
+    )
+    return sql, params
+
+
+def _stored_stmt(sql: str):
+    return _stmt(sql).bindparams(bindparam("calculated_at", type_=UTCDateTime()))
 
 
 def insert_scores(
@@ -158,18 +185,44 @@ def insert_scores(
     rules: Sequence[Rule],
     as_of: dt.date,
     calculated_at: dt.datetime,
-    table: str = "rfm_scores",
 ) -> int:
-    """Score every customer with counted orders into ``table`` (``rfm_scores``
-    or a partition of it, named by ``score_storage``, never by a user) under
-    ``run_id``; returns the number of rows written."""
-    select_sql, params = scored_select(conn.dialect.name, rules, as_of)
-    sql = (
-        f"INSERT INTO {table} (run_id, {STORED_COLUMNS}, calculated_at) "
-        f"SELECT :run_id, {STORED_COLUMNS}, :calculated_at FROM ({select_sql}) AS scored"
+    """Score every customer with counted orders into ``rfm_scores`` under
+    ``run_id`` (SQLite's plain table); returns the number of rows written."""
+    rows_sql, params = _stored_rows(conn.dialect.name, rules, as_of)
+    sql = f"INSERT INTO rfm_scores (run_id, {STORED_COLUMNS}, calculated_at) {rows_sql}"
+    result = conn.execute(
+        _stored_stmt(sql), {**params, "run_id": run_id, "calculated_at": calculated_at}
     )
-    stmt = _stmt(sql).bindparams(bindparam("calculated_at", type_=UTCDateTime()))
-    result = conn.execute(stmt, {**params, "run_id": run_id, "calculated_at": calculated_at})
+    return result.rowcount
+
+
+def _cast(name: str, type_sql: str, collation: str | None) -> str:
+    collate = f" COLLATE {collation}" if collation else ""
+    return f"CAST({name} AS {type_sql}){collate} AS {name}"
+
+
+def create_scores_table(
+    conn: Connection,
+    table: str,
+    columns: Sequence[tuple[str, str, str | None]],
+    run_id: int,
+    rules: Sequence[Rule],
+    as_of: dt.date,
+    calculated_at: dt.datetime,
+) -> int:
+    """``CREATE TABLE table AS`` every customer's scored row under ``run_id``
+    (PostgreSQL), each column cast to the type ``columns`` gives it, as
+    ``(name, SQL type, collation or None)`` in table order (identifiers
+    quoted); returns the number of rows.
+    ``table`` and the types come from ``score_storage`` and the catalog,
+    never from a user. Unlike ``INSERT ... SELECT``, this statement may run
+    its query in parallel (``tune_session``)."""
+    rows_sql, params = _stored_rows(conn.dialect.name, rules, as_of)
+    typed = ", ".join(_cast(*column) for column in columns)
+    sql = f"CREATE TABLE {table} AS SELECT {typed} FROM ({rows_sql}) AS stored"
+    result = conn.execute(
+        _stored_stmt(sql), {**params, "run_id": run_id, "calculated_at": calculated_at}
+    )
     return result.rowcount
 
 

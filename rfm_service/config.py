@@ -59,6 +59,9 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         # 0: the calculation's index builds stay on one core, leaving the others
         # to the API's reads (calculation.tune_session says why).
         "RFM_INDEX_WORKERS": _int(env, "RFM_INDEX_WORKERS", 0),
+        # Parallel workers for the scoring statement's scan and aggregation
+        # (calculation.tune_session says what they bought).
+        "RFM_QUERY_WORKERS": _int(env, "RFM_QUERY_WORKERS", 1),
         "RFM_TIME_LIMIT": _int(env, "RFM_TIME_LIMIT", 3600),
         "RFM_QUEUED_TIMEOUT": _int(env, "RFM_QUEUED_TIMEOUT", 3600),
         "RFM_SCHEDULE": env.get("RFM_SCHEDULE", "0 2 * * *"),

@@ -61,6 +61,7 @@ class RunSettings:
     keep_runs: int = 12
     queued_timeout: int = 3600
     index_workers: int = 0
+    query_workers: int = 0
 
     @classmethod
     def from_app(cls, app: Flask) -> RunSettings:
@@ -72,6 +73,7 @@ class RunSettings:
             keep_runs=max(c["RFM_KEEP_RUNS"], 2),  # readers may still hold the previous run
             queued_timeout=c["RFM_QUEUED_TIMEOUT"],
             index_workers=c["RFM_INDEX_WORKERS"],
+            query_workers=c["RFM_QUERY_WORKERS"],
         )
 
 
@@ -236,7 +238,11 @@ def _calculate(engine: Engine, conn: Connection, run: RunRecord, settings: RunSe
     score_storage.discard_scores(engine, conn, run["id"])  # a dead attempt's rows
     with conn.begin():
         calculation.tune_session(
-            conn, settings.work_mem, settings.time_limit, settings.index_workers
+            conn,
+            settings.work_mem,
+            settings.time_limit,
+            index_workers=settings.index_workers,
+            query_workers=settings.query_workers,
         )
         _watch_client(conn)
         scored = score_storage.write_scores(
@@ -350,7 +356,9 @@ def preview(engine: Engine, settings: RunSettings, as_of: dt.date | None) -> dic
     as_of = check_as_of(as_of)
     with engine.connect() as conn:
         try:
-            calculation.tune_session(conn, settings.work_mem, settings.time_limit)
+            calculation.tune_session(
+                conn, settings.work_mem, settings.time_limit, query_workers=settings.query_workers
+            )
             return calculation.preview_counts(conn, settings.rules, as_of)
         finally:
             conn.rollback()

@@ -1,9 +1,9 @@
 """Where a run's score rows live, and how they are written and purged.
 
-PostgreSQL: ``rfm_scores`` is partitioned by run id. A run writes its rows
-into a fresh table with no indexes, builds the indexes once afterwards (a
-sorted build costs a fraction of a million index insertions) and attaches it
-as a partition; the run becomes current in the next transaction (runs.py
+PostgreSQL: ``rfm_scores`` is partitioned by run id. A run creates a fresh
+table from its rows (``CREATE TABLE ... AS``), builds the indexes once
+afterwards (a sorted build costs a fraction of a million index insertions)
+and attaches it as a partition; the run becomes current in the next transaction (runs.py
 says why). ATTACH takes a SHARE UPDATE EXCLUSIVE lock on the parent, which
 readers do not wait for.
 Old runs are detached CONCURRENTLY and dropped, again without blocking reads.
@@ -118,6 +118,20 @@ def page_start(run_id: int, offset: int) -> tuple[object, int]:
     return start, offset - mark * PAGE_MARK_STEP
 
 
+# The parent's columns in order (type, collation, NOT NULL) and its CHECK
+# constraints: a partition must carry the same, or ATTACH refuses it.
+_PARENT_COLUMNS = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), coll.collname, a.attnotnull
+FROM pg_attribute a LEFT JOIN pg_collation coll ON coll.oid = a.attcollation
+WHERE a.attrelid = 'rfm_scores'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+_PARENT_CHECKS = """
+SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+WHERE conrelid = 'rfm_scores'::regclass AND contype = 'c' ORDER BY conname
+"""
+
+
 def _write_partition(
     conn: Connection,
     run_id: int,
@@ -125,15 +139,27 @@ def _write_partition(
     as_of: dt.date,
     calculated_at: dt.datetime,
 ) -> int:
+    """Create the run's table from the scoring statement (``CREATE TABLE ...
+    AS``, which PostgreSQL may run in parallel, where it never parallelises
+    ``INSERT ... SELECT``), give it the parent's NOT NULLs and CHECKs in one
+    ALTER (one pass over the rows checks them all), build its keys and
+    attach it."""
     name = partition_name(run_id)
-    ddl = [
-        f"CREATE TABLE {name} (LIKE rfm_scores INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
-        # Declared before the rows go in, so ATTACH needs no validation scan.
-        f"ALTER TABLE {name} ADD CONSTRAINT {name}_run CHECK (run_id = {run_id})",
+    quote = conn.dialect.identifier_preparer.quote
+    parent = conn.execute(text(_PARENT_COLUMNS)).all()
+    columns = [
+        (quote(col), type_sql, quote(collation) if collation else None)
+        for col, type_sql, collation, _ in parent
     ]
-    for statement in ddl:
-        conn.execute(text(statement))
-    written = calculation.insert_scores(conn, run_id, rules, as_of, calculated_at, table=name)
+    written = calculation.create_scores_table(
+        conn, name, columns, run_id, rules, as_of, calculated_at
+    )
+    checks = conn.execute(text(_PARENT_CHECKS)).all()
+    alter = [f"ALTER COLUMN {quote(col)} SET NOT NULL" for col, *_, notnull in parent if notnull]
+    alter += [f"ADD CONSTRAINT {quote(check)} {definition}" for check, definition in checks]
+    # Declared before ATTACH, so ATTACH needs no validation scan of its own.
+    alter.append(f"ADD CONSTRAINT {name}_run CHECK (run_id = {run_id})")
+    conn.execute(text(f"ALTER TABLE {name} " + ", ".join(alter)))
     # The same indexes as the parent's, so ATTACH adopts them instead of building.
     for statement in (
         f"ALTER TABLE {name} ADD CONSTRAINT {name}_pkey PRIMARY KEY ({PRIMARY_KEY_COLUMNS})",

@@ -355,3 +355,28 @@ def test_index_builds_stay_serial_unless_configured(pg_app: Flask) -> None:
 def test_a_negative_index_worker_count_is_refused() -> None:
     with pytest.raises(ConfigError, match="RFM_INDEX_WORKERS must be 0 or more"):
         create_app(env={"RFM_INDEX_WORKERS": "-1", "RFM_PROFILE": "embedded"})
+
+
+def test_the_scoring_statement_gets_its_query_workers_and_nothing_after(pg_app: Flask) -> None:
+    """RFM_QUERY_WORKERS (default 1) parallel workers for the scoring
+    statement; the grouped statistics queries after it run serially."""
+    assert settings(pg_app).query_workers == 1
+    configured = create_app(env={"RFM_QUERY_WORKERS": "4", "RFM_PROFILE": "embedded"})
+    assert runs.RunSettings.from_app(configured).query_workers == 4
+    show = sa.text("SHOW max_parallel_workers_per_gather")
+    with pg_app.app_context(), db.engine.connect() as conn:
+        outside = conn.execute(show).scalar_one()
+        conn.commit()
+        for workers in (0, 3):
+            with conn.begin():
+                calculation.tune_session(conn, "64MB", 60, query_workers=workers)
+                assert conn.execute(show).scalar_one() == str(workers)
+                calculation.end_of_big_statement(conn)
+                assert conn.execute(show).scalar_one() == "0"
+            assert conn.execute(show).scalar_one() == outside  # transaction-local
+            conn.commit()
+
+
+def test_a_negative_query_worker_count_is_refused() -> None:
+    with pytest.raises(ConfigError, match="RFM_QUERY_WORKERS must be 0 or more"):
+        create_app(env={"RFM_QUERY_WORKERS": "-1", "RFM_PROFILE": "embedded"})
