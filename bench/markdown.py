@@ -47,8 +47,7 @@ def calc_settings(settings: dict[str, str] | None) -> str:
     return (
         f"`tune_session`: `work_mem` and `maintenance_work_mem={settings['RFM_WORK_MEM']}`, "
         "`enable_hashagg=off`, `jit=off`, "
-        f"`max_parallel_workers_per_gather={settings['RFM_QUERY_WORKERS']}` for the scoring "
-        "statement (0 after it), "
+        f"`max_parallel_workers_per_gather={settings['RFM_QUERY_WORKERS']}`, "
         f"`max_parallel_maintenance_workers={settings['RFM_INDEX_WORKERS']}`, "
         f"`statement_timeout={settings['RFM_TIME_LIMIT']}s` "
         "(RFM_WORK_MEM, RFM_QUERY_WORKERS, RFM_INDEX_WORKERS, RFM_TIME_LIMIT defaults)"

@@ -165,7 +165,11 @@ def _write_partition(
         f"ALTER TABLE {name} ADD CONSTRAINT {name}_pkey PRIMARY KEY ({PRIMARY_KEY_COLUMNS})",
         f"CREATE INDEX {name}_segment ON {name} ({SEGMENT_INDEX_KEYS})",
         f"ALTER TABLE rfm_scores ATTACH PARTITION {name} FOR VALUES IN ({run_id})",
-        # Planner statistics now, not when autovacuum gets round to it.
+        # Planner statistics now, not when autovacuum gets round to it, from
+        # 3,000 sampled rows (target 10) instead of 30,000: enough for a
+        # dozen segments' shares and the keys' ranges, and at 1M customers
+        # 0.03 s instead of 0.21-0.32 s.
+        "SET LOCAL default_statistics_target = 10",
         f"ANALYZE {name}",
     ):
         conn.execute(text(statement))

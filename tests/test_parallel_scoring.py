@@ -1,4 +1,5 @@
-"""The scoring statement under parallel query (RFM_QUERY_WORKERS, PostgreSQL).
+"""The scoring statement under parallel query (RFM_QUERY_WORKERS, PostgreSQL),
+and the partition a run leaves for the planner.
 
 A run creates its partition with ``CREATE TABLE ... AS`` so that PostgreSQL
 may share the scan and the per-customer aggregation among workers (it never
@@ -10,6 +11,7 @@ writes must still be the independent computation's, ties included.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from decimal import Decimal
@@ -92,15 +94,25 @@ def test_a_run_scores_through_parallel_workers_exactly_as_the_reference(
     assert stored_rows(parallel_app, run["id"]) == expected(orders, AS_OF)
 
 
-def test_dry_run_counts_under_parallel_workers_match_the_run(parallel_app: Flask) -> None:
+def test_dry_run_and_statistics_under_parallel_workers_match_a_serial_run(
+    parallel_app: Flask,
+) -> None:
     add_orders(parallel_app, tied_orders())
     settings = runs.RunSettings.from_app(parallel_app)
+    serial = dataclasses.replace(settings, query_workers=0)
     with parallel_app.app_context():
         preview = runs.preview(db.engine, settings, AS_OF)
-        run = runs.calculate_now(db.engine, settings, "cli", AS_OF)
-    assert run["status"] == "succeeded", run["error"]
-    assert preview == run["segment_counts"]
+        parallel_run = runs.calculate_now(db.engine, settings, "cli", AS_OF)
+        serial_run = runs.calculate_now(db.engine, serial, "cli", AS_OF)
+    for run in (parallel_run, serial_run):
+        assert run["status"] == "succeeded", run["error"]
+    assert preview == parallel_run["segment_counts"] == serial_run["segment_counts"]
     assert sum(preview.values()) == 300
+    assert serial_run["statistics"]["orders"] == len(tied_orders())
+    drop = ("calculated_at",)
+    assert {k: v for k, v in parallel_run["statistics"].items() if k not in drop} == {
+        k: v for k, v in serial_run["statistics"].items() if k not in drop
+    }
 
 
 def test_without_workers_the_plan_stays_serial(pg_app: Flask) -> None:
@@ -117,3 +129,27 @@ def test_without_workers_the_plan_stays_serial(pg_app: Flask) -> None:
         assert not any("Gather" in line for line in plan), "\n".join(plan)
     finally:
         close_app(app)
+
+
+def test_a_run_leaves_its_partition_with_planner_statistics(pg_app: Flask) -> None:
+    """The partition is analysed before readers see it, segment and the
+    segment index's key included, so their plans need not wait for
+    autovacuum."""
+    add_orders(pg_app, tied_orders())
+    with pg_app.app_context():
+        run = runs.calculate_now(db.engine, runs.RunSettings.from_app(pg_app), "cli", AS_OF)
+        with db.engine.connect() as conn:
+            analysed = (
+                conn.execute(
+                    sa.text("SELECT attname FROM pg_stats WHERE tablename = :t ORDER BY attname"),
+                    {"t": f"rfm_scores_r{run['id']}"},
+                )
+                .scalars()
+                .all()
+            )
+            expression = conn.execute(
+                sa.text("SELECT count(*) FROM pg_stats WHERE tablename = :i"),
+                {"i": f"rfm_scores_r{run['id']}_segment"},
+            ).scalar_one()
+    assert {"customer_id", "segment", "monetary"} <= set(analysed)
+    assert expression == 1  # hashtext(segment), the index's expression

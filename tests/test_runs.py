@@ -357,9 +357,9 @@ def test_a_negative_index_worker_count_is_refused() -> None:
         create_app(env={"RFM_INDEX_WORKERS": "-1", "RFM_PROFILE": "embedded"})
 
 
-def test_the_scoring_statement_gets_its_query_workers_and_nothing_after(pg_app: Flask) -> None:
+def test_the_calculation_gets_its_query_workers(pg_app: Flask) -> None:
     """RFM_QUERY_WORKERS (default 1) parallel workers for the scoring
-    statement; the grouped statistics queries after it run serially."""
+    statement and the statistics queries after it, in its transaction only."""
     assert settings(pg_app).query_workers == 1
     configured = create_app(env={"RFM_QUERY_WORKERS": "4", "RFM_PROFILE": "embedded"})
     assert runs.RunSettings.from_app(configured).query_workers == 4
@@ -372,7 +372,7 @@ def test_the_scoring_statement_gets_its_query_workers_and_nothing_after(pg_app: 
                 calculation.tune_session(conn, "64MB", 60, query_workers=workers)
                 assert conn.execute(show).scalar_one() == str(workers)
                 calculation.end_of_big_statement(conn)
-                assert conn.execute(show).scalar_one() == "0"
+                assert conn.execute(show).scalar_one() == str(workers)
             assert conn.execute(show).scalar_one() == outside  # transaction-local
             conn.commit()
 
