@@ -127,14 +127,14 @@ def tune_session(
     - no JIT: compiling the statement took ~0.6 s at 1M customers and won
       nothing back (its time goes to sorting and aggregation, not expressions);
     - ``query_workers`` parallel workers for the statement and the statistics
-      queries after it (RFM_QUERY_WORKERS):
-      they share the index-only scan and the per-customer aggregation, the
-      leader merges their groups and does the NTILE sorts. At 1M customers on
+      queries after it (RFM_QUERY_WORKERS): they share the index-only scan
+      and the per-customer aggregation, the leader merges their groups and
+      does the NTILE sorts. At 1M customers on
       2 cores the bare statement took 8.3-8.8 s with one or two workers
       against 10.0-10.3 s serial. PostgreSQL plans parallel query for a
       ``CREATE TABLE ... AS`` but never for an ``INSERT ... SELECT``, which
       is why a run's partition is created from the statement;
-    - maintenance_work_mem as large, for the index builds after the insert;
+    - maintenance_work_mem as large, for the index builds after the statement;
     - ``index_workers`` parallel workers for those builds (RFM_INDEX_WORKERS,
       default 0): on 2 cores a parallel build took both, and reads served
       meanwhile waited up to a second (p99 104-620 ms against 20 ms idle; a

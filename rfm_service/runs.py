@@ -61,7 +61,7 @@ class RunSettings:
     keep_runs: int = 12
     queued_timeout: int = 3600
     index_workers: int = 0
-    query_workers: int = 0
+    query_workers: int = 1
 
     @classmethod
     def from_app(cls, app: Flask) -> RunSettings:
