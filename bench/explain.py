@@ -99,13 +99,7 @@ def write_plan(app: Flask, path: Path) -> Path:
         try:
             with conn.begin() as tx:
                 settings = runs.RunSettings.from_app(app)
-                calculation.tune_session(
-                    conn,
-                    settings.work_mem,
-                    settings.time_limit,
-                    index_workers=settings.index_workers,
-                    query_workers=settings.query_workers,
-                )
+                settings.tune(conn)
                 # Run id 0 never exists; everything is rolled back.
                 write = _write_scores()
                 write(

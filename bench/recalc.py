@@ -71,9 +71,7 @@ def project(database: str, timeout: float) -> dict:
 
 def scored_select(app: Flask, conn) -> tuple[str, dict]:
     settings = runs.RunSettings.from_app(app)
-    calculation.tune_session(
-        conn, settings.work_mem, settings.time_limit, query_workers=settings.query_workers
-    )
+    settings.tune(conn)  # as a run's transaction is set
     return calculation.scored_select(
         conn.dialect.name, settings.rules, dt.date.fromisoformat(AS_OF)
     )

@@ -439,9 +439,7 @@ def preview_changes(
     as_of = runs.check_as_of(as_of)
     with engine.connect() as conn:
         try:
-            calculation.tune_session(
-                conn, settings.work_mem, settings.time_limit, query_workers=settings.query_workers
-            )
+            settings.tune(conn)
             return segment_changes(conn, settings.rules, as_of)
         finally:
             conn.rollback()

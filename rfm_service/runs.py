@@ -76,6 +76,17 @@ class RunSettings:
             query_workers=c["RFM_QUERY_WORKERS"],
         )
 
+    def tune(self, conn: Connection) -> None:
+        """``calculation.tune_session`` with these settings, for the
+        calculation's transaction (or a preview's)."""
+        calculation.tune_session(
+            conn,
+            self.work_mem,
+            self.time_limit,
+            index_workers=self.index_workers,
+            query_workers=self.query_workers,
+        )
+
 
 def check_as_of(as_of: dt.date | None) -> dt.date:
     as_of = as_of or today_utc()
@@ -237,13 +248,7 @@ def _calculate(engine: Engine, conn: Connection, run: RunRecord, settings: RunSe
     calculated_at = utcnow()
     score_storage.discard_scores(engine, conn, run["id"])  # a dead attempt's rows
     with conn.begin():
-        calculation.tune_session(
-            conn,
-            settings.work_mem,
-            settings.time_limit,
-            index_workers=settings.index_workers,
-            query_workers=settings.query_workers,
-        )
+        settings.tune(conn)
         _watch_client(conn)
         scored = score_storage.write_scores(
             conn, run["id"], settings.rules, run["as_of"], calculated_at
@@ -356,9 +361,7 @@ def preview(engine: Engine, settings: RunSettings, as_of: dt.date | None) -> dic
     as_of = check_as_of(as_of)
     with engine.connect() as conn:
         try:
-            calculation.tune_session(
-                conn, settings.work_mem, settings.time_limit, query_workers=settings.query_workers
-            )
+            settings.tune(conn)
             return calculation.preview_counts(conn, settings.rules, as_of)
         finally:
             conn.rollback()
