@@ -4,8 +4,8 @@ PostgreSQL: ``rfm_scores`` is partitioned by run id. A run creates a fresh
 table from its rows (``CREATE TABLE ... AS``), builds the indexes once
 afterwards (a sorted build costs a fraction of a million index insertions)
 and attaches it as a partition; the run becomes current in the next
-transaction (runs.py says why). ATTACH takes a SHARE UPDATE EXCLUSIVE lock on the parent, which
-readers do not wait for.
+transaction (runs.py says why). ATTACH takes a SHARE UPDATE EXCLUSIVE lock on
+the parent, which readers do not wait for.
 Old runs are detached CONCURRENTLY and dropped, again without blocking reads.
 
 SQLite: one plain table; rows are inserted and purged with DELETE.
