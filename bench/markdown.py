@@ -39,11 +39,9 @@ def _execution_time(path: Path) -> str:
     return f"{total / 1000:,.2f} s" if total >= 1000 else f"{total:,.2f} ms"
 
 
-def calc_settings(settings: dict[str, str] | None) -> str:
-    """``tune_session``'s settings for the scoring statement, from the
-    service's configuration as measured (older results did not record it)."""
-    if not settings:
-        return "`tune_session` (not recorded by this run)"
+def calc_settings(settings: dict[str, str]) -> str:
+    """``tune_session``'s settings for the calculation, from the service's
+    configuration as measured (``report.calc_settings``)."""
     return (
         f"`tune_session`: `work_mem` and `maintenance_work_mem={settings['RFM_WORK_MEM']}`, "
         "`enable_hashagg=off`, `jit=off`, "
@@ -93,7 +91,7 @@ def render(results: dict, targets: list[Target], chart: Path | None, output: Pat
             ["PostgreSQL server settings (defaults)", pg],
             [
                 "Calculation session settings",
-                calc_settings(m.get("calc_settings")),
+                calc_settings(m["calc_settings"]),
             ],
             ["Packages", ", ".join(f"{k} {v}" for k, v in m["packages"].items())],
             ["Load generator", m["wrk"] or "not used"],

@@ -37,13 +37,19 @@ FREE_PARALLELISM = " ".join(
 )
 
 
-@pytest.fixture
-def parallel_app(pg_url: str) -> Iterator[Flask]:
-    app = make_app(
-        pg_url,
-        RFM_QUERY_WORKERS=2,
+def free_parallelism_app(url: str, workers: int) -> Flask:
+    """An app with ``workers`` query workers whose connections make every
+    parallel plan free."""
+    return make_app(
+        url,
+        RFM_QUERY_WORKERS=workers,
         SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"options": FREE_PARALLELISM}},
     )
+
+
+@pytest.fixture
+def parallel_app(pg_url: str) -> Iterator[Flask]:
+    app = free_parallelism_app(pg_url, 2)
     empty_tables(app)
     yield app
     close_app(app)
@@ -117,11 +123,7 @@ def test_dry_run_and_statistics_under_parallel_workers_match_a_serial_run(
 
 def test_without_workers_the_plan_stays_serial(pg_app: Flask) -> None:
     """RFM_QUERY_WORKERS=0 is honoured even where parallelism costs nothing."""
-    app = make_app(
-        pg_app.config["SQLALCHEMY_DATABASE_URI"],
-        RFM_QUERY_WORKERS=0,
-        SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"options": FREE_PARALLELISM}},
-    )
+    app = free_parallelism_app(pg_app.config["SQLALCHEMY_DATABASE_URI"], 0)
     try:
         add_orders(app, tied_orders())
         run, plan = run_with_plan(app)

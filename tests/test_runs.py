@@ -330,6 +330,25 @@ def index_workers_a_run_sets(app: Flask, run_settings: runs.RunSettings) -> list
     return sent
 
 
+def set_in_transactions(
+    app: Flask, setting: str, tune: Callable[[sa.Connection, int], None]
+) -> list[str]:
+    """``setting`` inside transactions tuned by ``tune`` for 0 and 3
+    workers; each transaction must leave it as it found it."""
+    show = sa.text(f"SHOW {setting}")
+    seen: list[str] = []
+    with app.app_context(), db.engine.connect() as conn:
+        outside = conn.execute(show).scalar_one()
+        conn.commit()
+        for workers in (0, 3):
+            with conn.begin():
+                tune(conn, workers)
+                seen.append(conn.execute(show).scalar_one())
+            assert conn.execute(show).scalar_one() == outside  # transaction-local
+            conn.commit()
+    return seen
+
+
 def test_index_builds_stay_serial_unless_configured(pg_app: Flask) -> None:
     """A parallel index build takes every core the API's reads need, so the
     calculation's builds run serially by default; RFM_INDEX_WORKERS opts in."""
@@ -340,16 +359,11 @@ def test_index_builds_stay_serial_unless_configured(pg_app: Flask) -> None:
     assert runs.RunSettings.from_app(configured).index_workers == 3
     three = runs.RunSettings(rules=settings(pg_app).rules, index_workers=3)
     assert index_workers_a_run_sets(pg_app, three) == ["3"]
-    show = sa.text("SHOW max_parallel_maintenance_workers")
-    with pg_app.app_context(), db.engine.connect() as conn:
-        outside = conn.execute(show).scalar_one()
-        conn.commit()
-        for workers in (0, 3):
-            with conn.begin():
-                calculation.tune_session(conn, "64MB", 60, workers)
-                assert conn.execute(show).scalar_one() == str(workers)
-            assert conn.execute(show).scalar_one() == outside  # transaction-local
-            conn.commit()
+
+    def tune(conn: sa.Connection, workers: int) -> None:
+        calculation.tune_session(conn, "64MB", 60, index_workers=workers)
+
+    assert set_in_transactions(pg_app, "max_parallel_maintenance_workers", tune) == ["0", "3"]
 
 
 def test_a_negative_index_worker_count_is_refused() -> None:
@@ -363,18 +377,12 @@ def test_the_calculation_gets_its_query_workers(pg_app: Flask) -> None:
     assert settings(pg_app).query_workers == 1
     configured = create_app(env={"RFM_QUERY_WORKERS": "4", "RFM_PROFILE": "embedded"})
     assert runs.RunSettings.from_app(configured).query_workers == 4
-    show = sa.text("SHOW max_parallel_workers_per_gather")
-    with pg_app.app_context(), db.engine.connect() as conn:
-        outside = conn.execute(show).scalar_one()
-        conn.commit()
-        for workers in (0, 3):
-            with conn.begin():
-                calculation.tune_session(conn, "64MB", 60, query_workers=workers)
-                assert conn.execute(show).scalar_one() == str(workers)
-                calculation.end_of_big_statement(conn)
-                assert conn.execute(show).scalar_one() == str(workers)
-            assert conn.execute(show).scalar_one() == outside  # transaction-local
-            conn.commit()
+
+    def tune(conn: sa.Connection, workers: int) -> None:
+        calculation.tune_session(conn, "64MB", 60, query_workers=workers)
+        calculation.end_of_big_statement(conn)  # the statistics keep the workers
+
+    assert set_in_transactions(pg_app, "max_parallel_workers_per_gather", tune) == ["0", "3"]
 
 
 def test_a_negative_query_worker_count_is_refused() -> None:
