@@ -46,6 +46,8 @@ def combine(samples: list[dict]) -> dict:
     if "recalculations" in samples[0]:
         result["recalculations"] = sum(s["recalculations"] for s in samples)
         result["window_covered"] = min(s["window_covered"] for s in samples)
+        result["window_seconds"] = min(s["window_seconds"] for s in samples)
+        result["runs_finished"] = min(s["runs_finished"] for s in samples)
     return result
 
 
@@ -76,12 +78,17 @@ APPS = {"bare": "bench.bare_app:app", "roundtrip": "bench.roundtrip_app:app"}
 
 
 def suite(
-    databases: dict[str, str], settings: LoadSettings, rounds: int, calc_timeout: float
+    databases: dict[str, str],
+    settings: LoadSettings,
+    rounds: int,
+    calc_timeout: float,
+    busy_window_s: float = 0,
 ) -> dict:
     """Every endpoint at every size, in ``rounds`` interleaved rounds (all
     servers up at once, so compared numbers are measured minutes apart at
-    most), then idle and during-a-recalculation pairs at the last size.
-    Each figure is the median of its rounds."""
+    most), then idle and during-a-recalculation pairs at the last size, the
+    latter over at least ``busy_window_s``. Each figure is the median of its
+    rounds."""
     labels = list(databases)
     paths = {label: api_paths(db) for label, db in databases.items()}
     tokens: dict[str, str | None] = {label: None for label in labels}
@@ -131,6 +138,7 @@ def suite(
                     settings,
                     calc_timeout,
                     tokens[last],
+                    max(settings.duration, busy_window_s),
                 )
             )
     found: dict = {label: {"api": {"last_page": paths[label]["list_last"][0]}} for label in labels}
@@ -162,9 +170,13 @@ def during_recalc(
     settings: LoadSettings,
     calc_timeout: float,
     token: str | None,
+    window_s: float,
 ) -> dict:
     """The detail endpoint under the same load while ``flask calculate-rfm``
-    runs back to back, measured from the moment the first run is running."""
+    runs back to back, measured for ``window_s`` from the moment the first
+    run is running: long enough for that run to finish inside the window,
+    so its every step (scoring, index builds, attach, statistics, the flip
+    to current) is read under."""
     stop = threading.Event()
     calcs: list[float] = []
     failures: list[str] = []
@@ -192,7 +204,7 @@ def during_recalc(
                 break
             time.sleep(0.05)
         opened = time.time()
-        result = wrk(base, paths, settings, settings.duration, "detail_during_recalc", token)
+        result = wrk(base, paths, settings, window_s, "detail_during_recalc", token)
         window = (opened, time.time())
     except BaseException:
         stop.set()
@@ -214,11 +226,16 @@ def during_recalc(
         for start, end in intervals
     )
     result["window_covered"] = covered / (window[1] - window[0])
+    result["window_seconds"] = window[1] - window[0]
+    # The first run was running when the window opened: one that finished in
+    # it was read under from its start to its end.
+    result["runs_finished"] = sum(1 for _, end in intervals if end and end <= window[1])
     result["recalculations"] = len(calcs)
     result["recalculation_seconds"] = calcs
     log(
         f"  detail during recalculation: {result['rps']:,.0f} req/s, "
         f"p99 {result['p99_ms']:.2f} ms, errors {result['errors']}, {len(calcs)} run(s) "
-        f"busy {100 * result['window_covered']:.0f}% of the window"
+        f"busy {100 * result['window_covered']:.0f}% of the {result['window_seconds']:.0f} s "
+        f"window, {result['runs_finished']} finished in it"
     )
     return result

@@ -269,7 +269,10 @@ def _http(results: dict) -> list[str]:
             out += [
                 f"At {label}, during the measurement `flask calculate-rfm` ran back to back "
                 f"({during['recalculations']} run(s) in all; a run was in progress for at least "
-                f"{100 * during['window_covered']:.0f}% of each measurement window).",
+                f"{100 * during['window_covered']:.0f}% of each measurement window). Each window "
+                f"lasted at least {during['window_seconds']:.0f} s, twice a calculation's idle "
+                f"time, and at least {during['runs_finished']} run(s) finished inside each, so "
+                "every step of a run, from scoring to the flip to current, was read under.",
                 "",
             ]
     return out
@@ -288,7 +291,8 @@ def _import(results: dict) -> list[str]:
         "## Import",
         "",
         f"{r['rows']:,} orders of the {r['size']} dataset ({r['file_mb']:,.0f} MB of CSV), "
-        "each time into an empty database built by the migrations."
+        "each time into an empty database built by the migrations, after a CHECKPOINT; "
+        f"medians of {r['repeats']} rounds (the context row: one)."
         + (f" {note}" if (note := results["settings"].get("import_note")) else ""),
         "",
     ]
@@ -387,7 +391,8 @@ def _method(results: dict) -> list[str]:
         f"- Every calculation uses `--as-of {st['end_date']}`. Before a size is measured "
         "its runs and scores are cleared and one unmeasured `flask calculate-rfm` warms "
         f"the caches; then {st['repeats']} rounds each run the project, the bare "
-        "statement and the pandas peer in turn; the medians are reported.",
+        "statement and the pandas peer in turn, each after a CHECKPOINT (so none pays "
+        "for writing out what the one before left dirty); the medians are reported.",
         "- Peak memory: the maximum resident set size of the process itself, from "
         "`wait4()` (the largest of the rounds).",
         "- Subprocesses get `FLASK_APP=wsgi`, `DATABASE_URL=postgresql://postgres@"
