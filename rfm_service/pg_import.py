@@ -57,18 +57,26 @@ _SESSION = {
     # Compiling the few big statements here costs more than it saves.
     "jit": "off",
 }
-# Customers for the loaded orders (orders held nothing else), as the merge
-# names them. With customers present, the missing ones only: the lock keeps
-# other writers out, so no ON CONFLICT (a costly speculative insertion per row).
+# Customers for the loaded orders, as the merge names them, created at their
+# first order. The first orders are grouped into a TEMP table by CREATE TABLE
+# ... AS, which PostgreSQL may run in parallel (never INSERT ... SELECT), then
+# inserted: for 10M orders of 950k customers on 2 cores, 2.9-3.4 s against
+# 3.2-3.7 s for one INSERT ... SELECT ... GROUP BY (3 rounds each, after a
+# CHECKPOINT). With customers present, the missing ones only: the
+# lock keeps other writers out, so no ON CONFLICT (a costly speculative
+# insertion per row).
+_FIRST_ORDERS = "rfm_import_first_orders"
+_GROUP_FIRST_ORDERS = f"""
+CREATE TEMP TABLE {_FIRST_ORDERS} AS
+SELECT customer_id, MIN(ordered_at) AS first_order FROM orders GROUP BY customer_id
+"""
 _ALL_CUSTOMERS = f"""
 INSERT INTO customers (id, name, created_at)
-SELECT customer_id, {customer_name_sql("customer_id")}, MIN(ordered_at)
-FROM orders GROUP BY customer_id
+SELECT customer_id, {customer_name_sql("customer_id")}, first_order FROM {_FIRST_ORDERS}
 """
 _NEW_CUSTOMERS = f"""
 INSERT INTO customers (id, name, created_at)
-SELECT f.customer_id, {customer_name_sql("f.customer_id")}, f.first_order
-FROM (SELECT customer_id, MIN(ordered_at) AS first_order FROM orders GROUP BY customer_id) f
+SELECT f.customer_id, {customer_name_sql("f.customer_id")}, f.first_order FROM {_FIRST_ORDERS} f
 WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = f.customer_id)
 """
 _STAGING_TABLE = f"""
@@ -210,16 +218,19 @@ def _load_direct(conn: Connection, blocks: PlainBlocks, columns: list[str]) -> I
 def _add_customers(conn: Connection) -> int:
     """The missing customers of the orders just loaded (all of ``orders``),
     first orders read in customer order from the index just built."""
-    if _has_rows(conn, "customers"):
-        with _planner(conn, enable_hashagg="off"):
-            return int(conn.execute(text(_NEW_CUSTOMERS)).rowcount)
-    # None there yet: no key to check row by row either, one sort after.
-    conn.execute(text("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE"))
-    dropped = drop_keys_and_indexes(conn, "customers")
+    drop_staging(conn, _FIRST_ORDERS)
     with _planner(conn, enable_hashagg="off"):
+        conn.execute(text(_GROUP_FIRST_ORDERS))
+    if _has_rows(conn, "customers"):
+        created = int(conn.execute(text(_NEW_CUSTOMERS)).rowcount)
+    else:
+        # None there yet: no key to check row by row either, one sort after.
+        conn.execute(text("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE"))
+        dropped = drop_keys_and_indexes(conn, "customers")
         created = int(conn.execute(text(_ALL_CUSTOMERS)).rowcount)
-    if dropped is not None:
-        _run(conn, dropped.keys + dropped.indexes + dropped.foreign)
+        if dropped is not None:
+            _run(conn, dropped.keys + dropped.indexes + dropped.foreign)
+    drop_staging(conn, _FIRST_ORDERS)
     return created
 
 

@@ -205,6 +205,37 @@ def test_copy_into_empty_orders_stores_what_the_precise_path_stores(
     assert fast == ImportSummary(**{**precise.__dict__, "method": "copy"})
 
 
+def test_copy_beside_existing_customers_adds_only_the_missing_ones(
+    pg_app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def existing() -> None:  # customers only: orders stay empty, so the copy path runs
+        with pg_app.app_context(), db.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO customers (id, name, created_at) VALUES "
+                    "(1, 'Ada', '2022-01-01T00:00:00Z'), (99, 'Grace', '2022-02-01T00:00:00Z')"
+                )
+            )
+
+    path = write(tmp_path, "\n".join([HEADER, *PLAIN_ROWS]) + "\n")
+    existing()
+    before = schema(pg_app)
+    fast = run(pg_app, path)
+    fast_rows = snapshot(pg_app)
+    assert schema(pg_app) == before
+    empty_tables(pg_app)
+    existing()
+    monkeypatch.setattr(ingest, "import_plain", lambda *args: None)
+    precise = run(pg_app, path)
+
+    assert fast.method == "copy"
+    assert fast_rows == snapshot(pg_app)
+    assert fast == ImportSummary(**{**precise.__dict__, "method": "copy"})
+    assert fast.customers_created == 6  # 7 customers in the file, Ada among them
+    ada = [row for row in fast_rows["customers"] if row[0] == 1]
+    assert [row[1] for row in ada] == ["Ada"]
+
+
 def test_staged_copy_into_orders_with_rows_stores_what_the_precise_path_stores(
     pg_app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
