@@ -334,7 +334,7 @@ def _import(results: dict) -> list[str]:
 
 PLAN_FILES = {
     "floor": "the bare statement (`CREATE TEMP TABLE … AS` the scoring SELECT)",
-    "write": "the project's write path: `INSERT INTO rfm_scores_rN … SELECT` the scoring SELECT",
+    "write": "the project's write path: `CREATE TABLE rfm_scores_rN AS` the scoring SELECT",
     "list_first": "the statements behind `GET /api/rfm/` (first page)",
     "list_last": "the statements behind the list's last page",
     "profile_detail": "cProfile of in-process `GET /api/rfm/{id}/` requests",
