@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,31 @@ ORDER BY 1, 2
 def schema(app: Flask) -> list[tuple[Any, ...]]:
     with app.app_context(), db.engine.connect() as conn:
         return conn.execute(sa.text(SCHEMA)).all()
+
+
+Rows = dict[str, list[tuple[Any, ...]]]
+
+
+def fast_then_precise(
+    app: Flask,
+    path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prepare: Callable[[], None] = lambda: None,
+) -> tuple[ImportSummary, Rows, ImportSummary, Rows]:
+    """Import ``path`` as ``import_orders`` does, then again from the same
+    start (empty tables, then ``prepare``) by the precise path alone; the
+    summaries and the rows each left. The keys and indexes the fast path
+    dropped must be back as they were."""
+    prepare()
+    before = schema(app)
+    fast = run(app, path)
+    fast_rows = snapshot(app)
+    assert schema(app) == before
+    empty_tables(app)
+    prepare()
+    monkeypatch.setattr(ingest, "import_plain", lambda *args: None)
+    precise = run(app, path)
+    return fast, fast_rows, precise, snapshot(app)
 
 
 @pytest.fixture
@@ -189,18 +214,12 @@ def test_copy_into_empty_orders_stores_what_the_precise_path_stores(
     end = "\n" if line_end == "no final line end" else line_end
     text = end.join([HEADER, *PLAIN_ROWS]) + ("" if line_end == "no final line end" else end)
     path = write(tmp_path, text)
-    before = schema(pg_app)
 
-    fast = run(pg_app, path)
-    fast_rows = snapshot(pg_app)
-    assert schema(pg_app) == before
-    empty_tables(pg_app)
-    monkeypatch.setattr(ingest, "import_plain", lambda *args: None)
-    precise = run(pg_app, path)
+    fast, fast_rows, precise, precise_rows = fast_then_precise(pg_app, path, monkeypatch)
 
     assert fast.method == "copy"
     assert precise.method == "validated"
-    assert fast_rows == snapshot(pg_app)
+    assert fast_rows == precise_rows
     assert (fast.rows_read, fast.orders_inserted, fast.customers_created) == (10, 10, 7)
     assert fast == ImportSummary(**{**precise.__dict__, "method": "copy"})
 
@@ -218,18 +237,11 @@ def test_copy_beside_existing_customers_adds_only_the_missing_ones(
             )
 
     path = write(tmp_path, "\n".join([HEADER, *PLAIN_ROWS]) + "\n")
-    existing()
-    before = schema(pg_app)
-    fast = run(pg_app, path)
-    fast_rows = snapshot(pg_app)
-    assert schema(pg_app) == before
-    empty_tables(pg_app)
-    existing()
-    monkeypatch.setattr(ingest, "import_plain", lambda *args: None)
-    precise = run(pg_app, path)
+
+    fast, fast_rows, precise, precise_rows = fast_then_precise(pg_app, path, monkeypatch, existing)
 
     assert fast.method == "copy"
-    assert fast_rows == snapshot(pg_app)
+    assert fast_rows == precise_rows
     assert fast == ImportSummary(**{**precise.__dict__, "method": "copy"})
     assert fast.customers_created == 6  # 7 customers in the file, Ada among them
     ada = [row for row in fast_rows["customers"] if row[0] == 1]
@@ -259,17 +271,11 @@ def test_staged_copy_into_orders_with_rows_stores_what_the_precise_path_stores(
     plain = [row.replace("9223372036854775807", "19") for row in PLAIN_ROWS]
     rows = ["7,2024-01-01,1,1", *plain, "7,2024-05-01T10:00:00Z,2,", "8,2024-05-02,3,"]
     path = write(tmp_path, "\n".join([HEADER, *rows]) + "\n")
-    existing()
 
-    fast = run(pg_app, path)
-    fast_rows = snapshot(pg_app)
-    empty_tables(pg_app)
-    existing()
-    monkeypatch.setattr(ingest, "import_plain", lambda *args: None)
-    precise = run(pg_app, path)
+    fast, fast_rows, precise, precise_rows = fast_then_precise(pg_app, path, monkeypatch, existing)
 
     assert fast.method == "staged copy"
-    assert fast_rows == snapshot(pg_app)
+    assert fast_rows == precise_rows
     assert fast == ImportSummary(**{**precise.__dict__, "method": "staged copy"})
     assert (fast.orders_inserted, fast.orders_skipped, fast.customers_created) == (12, 1, 7)
 
