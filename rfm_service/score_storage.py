@@ -183,10 +183,13 @@ def purge_before(engine: Engine, conn: Connection, oldest_kept: int) -> None:
         conn.execute(delete(RFMScore).where(RFMScore.run_id < oldest_kept))
         conn.commit()
         return
+    # Every run's table, attached or not: one an earlier purge detached but
+    # could not drop is dropped now.
     partitions = conn.execute(
         text(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = 'rfm_scores'::regclass"
+            "SELECT relname FROM pg_class WHERE relkind = 'r' "
+            "AND relnamespace = current_schema()::regnamespace "
+            "AND relname ~ '^rfm_scores_r[0-9]+$'"
         )
     ).scalars()
     old = sorted(
@@ -195,7 +198,7 @@ def purge_before(engine: Engine, conn: Connection, oldest_kept: int) -> None:
         if m and int(m.group(1)) < oldest_kept
     )
     conn.commit()
-    _drop_partitions(engine, old, attached=True)
+    _drop_partitions(engine, old)
 
 
 def discard_scores(engine: Engine, conn: Connection, run_id: int) -> None:
@@ -206,32 +209,41 @@ def discard_scores(engine: Engine, conn: Connection, run_id: int) -> None:
         conn.execute(delete(RFMScore).where(RFMScore.run_id == run_id))
         conn.commit()
         return
-    attached = conn.execute(
-        text(
-            "SELECT i.inhparent = 'rfm_scores'::regclass FROM pg_class c "
-            "LEFT JOIN pg_inherits i ON i.inhrelid = c.oid "
-            "WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
-        ),
-        {"name": partition_name(run_id)},
+    exists = conn.execute(
+        text("SELECT to_regclass(:name) IS NOT NULL"), {"name": partition_name(run_id)}
     ).scalar()
     conn.commit()
-    if attached is not None:
-        _drop_partitions(engine, [run_id], attached=bool(attached))
+    if exists:
+        _drop_partitions(engine, [run_id])
 
 
-def _drop_partitions(engine: Engine, run_ids: Sequence[int], attached: bool) -> None:
+# How long a purge waits for readers of a partition it detaches or drops.
+# A reader that outlasts it (a long export) leaves the detach pending; the
+# next purge finishes it.
+DROP_LOCK_TIMEOUT = "5s"
+
+
+def _drop_partitions(engine: Engine, run_ids: Sequence[int]) -> None:
     if not run_ids:
         return
     # DETACH ... CONCURRENTLY cannot run inside a transaction block.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as auto:
-        auto.execute(text("SET lock_timeout = '5s'"))
+        auto.execute(text("SELECT set_config('lock_timeout', :t, false)"), {"t": DROP_LOCK_TIMEOUT})
         for run_id in run_ids:
             name = partition_name(run_id)
             try:
-                if attached:
-                    auto.execute(
-                        text(f"ALTER TABLE rfm_scores DETACH PARTITION {name} CONCURRENTLY")
-                    )
+                # NULL: not a partition (never attached, or detached already).
+                pending = auto.execute(
+                    text(
+                        "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(:n)"
+                    ),
+                    {"n": name},
+                ).scalar()
+                if pending is not None:
+                    # A detach that timed out stays pending, and a second
+                    # CONCURRENTLY is refused: FINALIZE completes it.
+                    how = "FINALIZE" if pending else "CONCURRENTLY"
+                    auto.execute(text(f"ALTER TABLE rfm_scores DETACH PARTITION {name} {how}"))
                 auto.execute(text(f"DROP TABLE {name}"))
             except Exception as exc:  # retried later (purge); never fails a run
                 log.warning("could not drop the scores of run %s: %s", run_id, exc)

@@ -109,11 +109,13 @@ def empty_tables(app: Flask) -> None:
         if conn.dialect.name == "postgresql":
             # A connection a failed test left open fails the next test, not the run.
             conn.execute(sa.text("SET LOCAL lock_timeout = '20s'"))
-            # Per-run partitions go too: run ids restart, and names follow them.
+            # Per-run tables go too, attached or not: run ids restart, and
+            # names follow them.
             partitions = conn.execute(
                 sa.text(
-                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                    "WHERE i.inhparent = 'rfm_scores'::regclass"
+                    "SELECT relname FROM pg_class WHERE relkind = 'r' "
+                    "AND relnamespace = current_schema()::regnamespace "
+                    "AND relname ~ '^rfm_scores_r[0-9]+$'"
                 )
             ).scalars()
             for name in partitions.all():

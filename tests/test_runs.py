@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 import time
@@ -240,6 +241,63 @@ def test_failed_calculation_keeps_previous_scores_current(pg_app: Flask) -> None
         ).scalar_one()
         assert current == good["id"]
         assert runs.active_run_by_engine(db.engine) is None  # the next run may start
+
+
+def run_tables(app: Flask) -> dict[str, bool | None]:
+    """Every run's table: whether its detach is pending (None: not a partition)."""
+    with app.app_context(), db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT c.relname, i.inhdetachpending FROM pg_class c "
+                "LEFT JOIN pg_inherits i ON i.inhrelid = c.oid "
+                "WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace "
+                "AND c.relname ~ '^rfm_scores_r[0-9]+$'"
+            )
+        ).all()
+    return dict(rows)
+
+
+@pytest.mark.parametrize("blocker", ["long reader", "dependent view"])
+def test_a_purge_that_could_not_finish_is_finished_by_the_next(
+    pg_app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, blocker: str
+) -> None:
+    """A reader that outlasts the purge's lock timeout (a long export, say)
+    leaves the oldest run's table detached halfway, which a second DETACH
+    ... CONCURRENTLY refuses; a view someone made on it lets it be detached
+    but not dropped. Either way the next purge finishes the job."""
+    monkeypatch.setattr(score_storage, "DROP_LOCK_TIMEOUT", "300ms")  # 5 s in service
+    app = pg_app
+    seed(app, 1, 20)
+    keep_two = dataclasses.replace(settings(app), keep_runs=2)
+
+    def run() -> int:
+        with app.app_context():
+            done = runs.calculate_now(db.engine, keep_two, "cli", AS_OF)
+        assert done["status"] == "succeeded", done["error"]
+        return done["id"]
+
+    name = score_storage.partition_name
+    first, second = run(), run()
+    with app.app_context():
+        other = db.engine.connect()
+    try:
+        if blocker == "long reader":
+            other.execute(CURRENT_SET).one()  # and its transaction stays open
+        else:
+            other.execute(sa.text(f"CREATE VIEW kept AS SELECT * FROM {name(first)}"))
+            other.commit()
+        third = run()
+    finally:
+        other.rollback()
+        if blocker == "dependent view":
+            other.execute(sa.text("DROP VIEW kept"))
+            other.commit()
+        other.close()
+    assert f"could not drop the scores of run {first}" in caplog.text
+    pending = True if blocker == "long reader" else None  # None: detached
+    assert run_tables(app) == {name(first): pending, name(second): False, name(third): False}
+    fourth = run()
+    assert run_tables(app) == {name(third): False, name(fourth): False}
 
 
 def test_a_run_whose_worker_keeps_dying_is_given_up(app: Flask) -> None:
