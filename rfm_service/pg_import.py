@@ -67,7 +67,7 @@ _SESSION = {
 # insertion per row).
 _FIRST_ORDERS = "rfm_import_first_orders"
 _GROUP_FIRST_ORDERS = f"""
-CREATE TEMP TABLE {_FIRST_ORDERS} AS
+CREATE TEMP TABLE {_FIRST_ORDERS} ON COMMIT DROP AS
 SELECT customer_id, MIN(ordered_at) AS first_order FROM orders GROUP BY customer_id
 """
 _ALL_CUSTOMERS = f"""
@@ -218,7 +218,6 @@ def _load_direct(conn: Connection, blocks: PlainBlocks, columns: list[str]) -> I
 def _add_customers(conn: Connection) -> int:
     """The missing customers of the orders just loaded (all of ``orders``),
     first orders read in customer order from the index just built."""
-    drop_staging(conn, _FIRST_ORDERS)
     with _planner(conn, enable_hashagg="off"):
         conn.execute(text(_GROUP_FIRST_ORDERS))
     if _has_rows(conn, "customers"):
@@ -230,7 +229,6 @@ def _add_customers(conn: Connection) -> int:
         created = int(conn.execute(text(_ALL_CUSTOMERS)).rowcount)
         if dropped is not None:
             _run(conn, dropped.keys + dropped.indexes + dropped.foreign)
-    drop_staging(conn, _FIRST_ORDERS)
     return created
 
 

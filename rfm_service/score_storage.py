@@ -185,13 +185,7 @@ def purge_before(engine: Engine, conn: Connection, oldest_kept: int) -> None:
         return
     # Every run's table, attached or not: one an earlier purge detached but
     # could not drop is dropped now.
-    partitions = conn.execute(
-        text(
-            "SELECT relname FROM pg_class WHERE relkind = 'r' "
-            "AND relnamespace = current_schema()::regnamespace "
-            "AND relname ~ '^rfm_scores_r[0-9]+$'"
-        )
-    ).scalars()
+    partitions = run_table_names(conn)
     old = sorted(
         int(m.group(1))
         for m in map(_PARTITION.match, partitions)
@@ -199,6 +193,19 @@ def purge_before(engine: Engine, conn: Connection, oldest_kept: int) -> None:
     )
     conn.commit()
     _drop_partitions(engine, old)
+
+
+def run_table_names(conn: Connection) -> list[str]:
+    """Every run's table in the schema (PostgreSQL), attached or not."""
+    return list(
+        conn.execute(
+            text(
+                "SELECT relname FROM pg_class WHERE relkind = 'r' "
+                "AND relnamespace = current_schema()::regnamespace "
+                "AND relname ~ '^rfm_scores_r[0-9]+$'"
+            )
+        ).scalars()
+    )
 
 
 def discard_scores(engine: Engine, conn: Connection, run_id: int) -> None:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask_migrate import upgrade
 
-from rfm_service import create_app, executor
+from rfm_service import create_app, executor, score_storage
 from rfm_service.extensions import db
 from rfm_service.models import Customer, Order
 
@@ -111,14 +111,7 @@ def empty_tables(app: Flask) -> None:
             conn.execute(sa.text("SET LOCAL lock_timeout = '20s'"))
             # Per-run tables go too, attached or not: run ids restart, and
             # names follow them.
-            partitions = conn.execute(
-                sa.text(
-                    "SELECT relname FROM pg_class WHERE relkind = 'r' "
-                    "AND relnamespace = current_schema()::regnamespace "
-                    "AND relname ~ '^rfm_scores_r[0-9]+$'"
-                )
-            ).scalars()
-            for name in partitions.all():
+            for name in score_storage.run_table_names(conn):
                 conn.execute(sa.text(f'DROP TABLE "{name}"'))
             conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
         else:

@@ -100,12 +100,15 @@ def fast_then_precise(
     """Import ``path`` as ``import_orders`` does, then again from the same
     start (empty tables, then ``prepare``) by the precise path alone; the
     summaries and the rows each left. The keys and indexes the fast path
-    dropped must be back as they were."""
+    dropped must be back as they were, and nothing it staged left behind."""
     prepare()
     before = schema(app)
     fast = run(app, path)
     fast_rows = snapshot(app)
     assert schema(app) == before
+    with app.app_context(), db.engine.connect() as conn:  # in any session
+        left = sa.text("SELECT relname FROM pg_class WHERE relname LIKE 'rfm_import%'")
+        assert conn.execute(left).all() == []
     empty_tables(app)
     prepare()
     monkeypatch.setattr(ingest, "import_plain", lambda *args: None)
