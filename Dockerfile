@@ -21,6 +21,10 @@ RUN useradd --system --uid 10001 --home-dir /app rfm \
     && install -d -o rfm -g rfm /app/instance /var/lib/rfm
 
 COPY . .
+# PYTHONDONTWRITEBYTECODE keeps the processes from writing bytecode, so it is
+# written here once: otherwise every start (each `flask calculate-rfm`, each
+# worker) compiles the app's modules again.
+RUN python -m compileall -q rfm_service migrations wsgi.py worker.py
 
 USER rfm
 EXPOSE 8000 5555
