@@ -11,6 +11,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -69,6 +70,28 @@ def _segment_ids(app: Flask, segment: str) -> list[int]:
     assert body["count"] == len(body["results"])
     assert {row["segment"] for row in body["results"]} <= {segment}
     return [row["customer_id"] for row in body["results"]]
+
+
+def _sent_for(app: Flask, url: str) -> list[tuple[str, Any]]:
+    """GET ``url`` (200 expected; the whole body read, as an export runs its
+    query while it streams) and return the statements, with their parameters,
+    that read ``rfm_scores`` meanwhile."""
+    sent: list[tuple[str, Any]] = []
+
+    def record(_conn, _cursor, statement, parameters, *_args) -> None:
+        if "rfm_scores" in statement:
+            sent.append((statement, parameters))
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = app.test_client().get(url)
+        response.get_data()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert response.status_code == 200, url
+    return sent
 
 
 def csv_rows(text: str) -> list[dict[str, str]]:
@@ -143,25 +166,10 @@ def test_every_segment_filter_takes_the_indexed_form(colliding_app: Flask) -> No
         f"&from_segment={name}&to_segment={name}",
         f"/admin/scores/?flt0_segment_equals={name}",
     ]
-    statements: list[str] = []
-
-    def record(_conn, _cursor, statement, *_args) -> None:
-        statements.append(statement)
-
-    with colliding_app.app_context():
-        engine = db.engine
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        for url in urls:
-            before = len(statements)
-            response = colliding_app.test_client().get(url)
-            response.get_data()  # the export streams: its query runs as the body is read
-            assert response.status_code == 200, url
-            filtered = [s for s in statements[before:] if "rfm_scores" in s and ".segment =" in s]
-            assert filtered, url
-            assert all("hashtext(" in s for s in filtered), (url, filtered)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
+    for url in urls:
+        filtered = [s for s, _ in _sent_for(colliding_app, url) if ".segment =" in s]
+        assert filtered, url
+        assert all("hashtext(" in s for s in filtered), (url, filtered)
 
 
 def test_segment_reads_in_customer_order_come_straight_off_the_index(
@@ -185,30 +193,18 @@ def test_segment_reads_in_customer_order_come_straight_off_the_index(
         f"{pair}&from_segment={none}&to_segment={name}",
         f"{pair}&from_segment={name}&to_segment={none}",
     ]
-    recorded: list[tuple[str, object]] = []
-
-    def record(_conn, _cursor, statement, parameters, *_args) -> None:
-        if "rfm_scores" in statement and "ORDER BY" in statement and "hashtext(" in statement:
-            recorded.append((statement, parameters))
-
-    with colliding_app.app_context():
-        engine = db.engine
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        for url in urls:
-            before = len(recorded)
-            response = colliding_app.test_client().get(url)
-            response.get_data()  # the export streams: its query runs as the body is read
-            assert response.status_code == 200, url
-            assert len(recorded) == before + 1, url  # the page's (or the export's) rows
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
-    with engine.connect() as conn, conn.begin():
+    rows_read = []
+    for url in urls:
+        sent = _sent_for(colliding_app, url)
+        ordered = [(s, p) for s, p in sent if "ORDER BY" in s and "hashtext(" in s]
+        assert len(ordered) == 1, (url, sent)  # the page's (or the export's) rows
+        rows_read += ordered
+    with colliding_app.app_context(), db.engine.connect() as conn, conn.begin():
         # Twenty rows would be read sequentially (and joined by hashing); the
         # question is whether the order asked for is the one the index gives.
         for setting in ("seqscan", "bitmapscan", "hashjoin", "mergejoin"):
             conn.execute(sa.text(f"SET LOCAL enable_{setting} = off"))
-        for url, (statement, parameters) in zip(urls, recorded, strict=True):
+        for url, (statement, parameters) in zip(urls, rows_read, strict=True):
             plan = "\n".join(conn.exec_driver_sql(f"EXPLAIN {statement}", parameters).scalars())
             assert f"using {partition}_segment on" in plan, (url, plan)
             assert "Sort" not in plan, (url, plan)
