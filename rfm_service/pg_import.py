@@ -33,7 +33,6 @@ from .bulk import (
     bump_sequence,
     copy_csv,
     drop_keys_and_indexes,
-    drop_staging,
     lock_for_bulk_insert,
 )
 from .canonical_csv import (
@@ -86,7 +85,7 @@ CREATE TEMP TABLE {STAGING} (
     customer_id integer NOT NULL,
     ordered_at timestamptz NOT NULL,
     total_amount numeric(12,2) NOT NULL
-)
+) ON COMMIT DROP
 """
 
 
@@ -233,12 +232,9 @@ def _add_customers(conn: Connection) -> int:
 
 
 def _load_staged(conn: Connection, blocks: PlainBlocks, columns: list[str]) -> ImportSummary:
-    drop_staging(conn, STAGING)
     conn.execute(text(_STAGING_TABLE))
     with closing(ReadAhead(blocks)) as source:
         rows = copy_csv(conn, STAGING, columns, source, block=BLOCK)
     conn.execute(text(f"ANALYZE {STAGING}"))  # temp tables are never auto-analysed
     with_ids = conn.execute(text(f"SELECT COUNT(order_id) FROM {STAGING}")).scalar() or 0
-    summary = merge_staged(conn, StagedFile(rows, with_ids), method="staged copy")
-    drop_staging(conn, STAGING)
-    return summary
+    return merge_staged(conn, StagedFile(rows, with_ids), method="staged copy")

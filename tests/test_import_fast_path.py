@@ -20,7 +20,7 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rfm_service import ingest, order_csv
+from rfm_service import ingest, order_csv, order_merge
 from rfm_service.canonical_csv import FAST_VALUES, VALUES, line_patterns
 from rfm_service.extensions import db
 from rfm_service.ingest import ImportFailed, ImportSummary
@@ -107,7 +107,10 @@ def fast_then_precise(
     fast_rows = snapshot(app)
     assert schema(app) == before
     with app.app_context(), db.engine.connect() as conn:  # in any session
-        left = sa.text("SELECT relname FROM pg_class WHERE relname LIKE 'rfm_import%'")
+        left = sa.text(
+            "SELECT relname FROM pg_class "
+            f"WHERE relname LIKE 'rfm_import%' OR relname = '{order_merge.STAGING}'"
+        )
         assert conn.execute(left).all() == []
     empty_tables(app)
     prepare()

@@ -175,9 +175,10 @@ def test_every_segment_filter_takes_the_indexed_form(colliding_app: Flask) -> No
 def test_segment_reads_in_customer_order_come_straight_off_the_index(
     colliding_app: Flask,
 ) -> None:
-    """Every read of one segment's rows in customer order (either way) scans
-    the segment index in its order: no sort, whatever the segment's size.
-    Checked on the statements the endpoints send, with their own parameters."""
+    """Every read of one segment's rows in customer order (either way) asks
+    for the order the segment index gives: the plan scans that index and
+    sorts nothing. Checked on the statements the endpoints send, with their
+    own parameters."""
     run_id = _calculate(colliding_app)
     partition = score_storage.partition_name(run_id)
     name = quote(COLLIDING[0])
