@@ -32,12 +32,11 @@ from sqlalchemy import false, select
 from werkzeug.exceptions import Forbidden
 
 from .extensions import db
-from .models import RFMRun, RFMScore
+from .models import MAX_ID, RFMRun, RFMScore
 from .score_storage import segment_is
 from .segments import Rule, segment_names
 
 ACCESS_HOOK = "rfm_admin_access"
-MAX_ID = 2**31 - 1
 _SCORE_OPTIONS = [(str(s), str(s)) for s in range(1, 6)]
 
 
@@ -186,7 +185,8 @@ class ScoreView(ReadOnlyView):
         # An exact, indexed match on the customer id instead of Flask-Admin's
         # CAST(customer_id AS text) LIKE '%term%' over every row.
         term = search.strip()
-        if term.isdigit() and int(term) <= MAX_ID:
+        # isascii: isdigit() also admits '²', which int() refuses.
+        if term.isascii() and term.isdigit() and int(term) <= MAX_ID:
             condition = RFMScore.customer_id == int(term)
         else:
             condition = false()

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, text
 
+from .models import RFMScore
 from .segments import Rule, case_sql, segment_names
 from .timeutil import UTC, UTCDateTime
 
@@ -83,6 +84,47 @@ SCORE_COLUMNS = (
 )
 # Stored too: the row's rank by customer id, from which page marks are taken.
 STORED_COLUMNS = f"{SCORE_COLUMNS}, position"
+
+
+# The largest monetary a score row holds: rfm_scores.monetary is NUMERIC(14,2)
+# (on SQLite a float, which keeps those 14 digits exactly). Orders go up to
+# 9,999,999,999.99 each, so about a hundred of them can exceed it.
+_MONETARY = RFMScore.__table__.c.monetary.type
+MONETARY_LIMIT_CENTS = 10**_MONETARY.precision - 1  # type: ignore[attr-defined]
+assert _MONETARY.scale == 2  # type: ignore[attr-defined]
+
+
+class MonetaryOverflow(ValueError):
+    """A customer's counted orders total more than a score row can hold."""
+
+
+_OVERFLOW_SQL = """
+SELECT o.customer_id, {monetary_cents} AS cents
+FROM orders o
+WHERE o.ordered_at < :cutoff
+GROUP BY o.customer_id
+HAVING {monetary_cents} > :limit
+ORDER BY o.customer_id
+LIMIT 1
+"""
+
+
+def monetary_overflow(conn: Connection, as_of: dt.date) -> MonetaryOverflow | None:
+    """The error for the first customer (by id) whose counted orders total
+    more than ``MONETARY_LIMIT_CENTS``, or None if there is none. A whole
+    aggregation: for explaining a failure, never on the way to success."""
+    sql = _OVERFLOW_SQL.format(**dialect_sql(conn.dialect.name))
+    row = conn.execute(
+        _stmt(sql), {"cutoff": cutoff_for(as_of), "limit": MONETARY_LIMIT_CENTS}
+    ).first()
+    if row is None:
+        return None
+    customer_id, total = row
+    return MonetaryOverflow(
+        f"customer {customer_id}'s orders up to {as_of.isoformat()} total {money(total)}, "
+        f"more than a score's monetary holds ({money(MONETARY_LIMIT_CENTS)}); "
+        "correct or remove those orders"
+    )
 
 
 def dialect_sql(dialect: str) -> dict[str, str]:
@@ -228,13 +270,21 @@ def create_scores_table(
 
 
 def preview_counts(conn: Connection, rules: Sequence[Rule], as_of: dt.date) -> dict[str, int]:
-    """Per-segment counts the calculation would write (``--dry-run``)."""
+    """Per-segment counts the calculation would write (``--dry-run``);
+    ``MonetaryOverflow`` where the calculation would fail on it."""
     select_sql, params = scored_select(conn.dialect.name, rules, as_of)
     rows = conn.execute(
-        _stmt(f"SELECT segment, COUNT(*) FROM ({select_sql}) AS scored GROUP BY segment"),
+        _stmt(
+            f"SELECT segment, COUNT(*), MAX(monetary) FROM ({select_sql}) AS scored "
+            "GROUP BY segment"
+        ),
         params,
-    )
-    found = {segment: count for segment, count in rows}
+    ).all()
+    if any(cents(largest) > MONETARY_LIMIT_CENTS for *_, largest in rows):
+        overflow = monetary_overflow(conn, as_of)
+        if overflow is not None:
+            raise overflow
+    found = {segment: count for segment, count, _ in rows}
     return {name: int(found.get(name, 0)) for name in segment_names(rules)}
 
 

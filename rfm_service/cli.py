@@ -10,7 +10,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import insights, runs
+from . import calculation, insights, runs
 from .extensions import db
 from .insights_cli import export_rfm
 from .segments import OTHERS, cell_map, segment_names
@@ -64,7 +64,7 @@ def calculate_rfm(as_of: dt.date | None, verbose: bool, dry_run: bool) -> None:
         task = current_app.extensions["celery"].tasks["rfm.calculate"]
         task.apply(args=[run["id"]], throw=True)
         run = runs.get_run_by_id(db.engine, run["id"])
-    except (runs.CalculationBusy, runs.InvalidAsOf) as exc:
+    except (runs.CalculationBusy, runs.InvalidAsOf, calculation.MonetaryOverflow) as exc:
         raise click.ClickException(str(exc)) from None
     elapsed = time.perf_counter() - started
     if run["status"] != "succeeded":

@@ -30,6 +30,7 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only gives INTEGER PRIMARY KEY columns an automatic rowid alias.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 
+MAX_ID = 2**31 - 1  # customer and run ids are 32-bit integer columns
 RUN_STATUSES = ("queued", "running", "succeeded", "failed")
 RUN_TRIGGERS = ("api", "cli", "schedule")
 

@@ -210,7 +210,7 @@ def request_run(
 
 
 def _error_text(exc: BaseException, settings: RunSettings) -> str:
-    if isinstance(exc, SchemaMismatch):
+    if isinstance(exc, SchemaMismatch | calculation.MonetaryOverflow):
         return str(exc)
     if isinstance(exc, DBAPIError) and getattr(exc.orig, "pgcode", None) == "57014":
         return f"the calculation exceeded its time limit of {settings.time_limit} s"
@@ -218,6 +218,25 @@ def _error_text(exc: BaseException, settings: RunSettings) -> str:
         return f"the calculation exceeded its time limit of {settings.time_limit} s"
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return f"{type(exc).__name__}: {detail[0] if detail else 'no detail'}"[:500]
+
+
+def _failure_text(
+    conn: Connection, exc: BaseException, run: RunRecord, settings: RunSettings
+) -> str:
+    """Why the run failed, in words. On PostgreSQL a customer's total too
+    large for the partition's NUMERIC(14,2) fails the CREATE TABLE ... AS
+    with a bare "numeric field overflow": find and name that customer, as
+    SQLite's check does (``score_storage``)."""
+    if isinstance(exc, DBAPIError) and getattr(exc.orig, "pgcode", None) == "22003":
+        try:
+            with conn.begin():
+                settings.tune(conn)
+                overflow = calculation.monetary_overflow(conn, run["as_of"])
+        except Exception:  # then the original error is reported as it is
+            overflow = None
+        if overflow is not None:
+            return str(overflow)
+    return _error_text(exc, settings)
 
 
 def _watch_client(conn: Connection) -> None:
@@ -336,7 +355,7 @@ def _execute_locked(
         if conn.invalidated:
             raise  # the connection is gone; the next request sees the run as stale
         conn.rollback()
-        _finish(conn, run_id, status="failed", error=_error_text(exc, settings))
+        _finish(conn, run_id, status="failed", error=_failure_text(conn, exc, run, settings))
         conn.commit()
         score_storage.discard_scores(engine, conn, run_id)
         if not isinstance(exc, Exception):

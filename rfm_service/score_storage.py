@@ -96,10 +96,24 @@ def write_scores(
     transaction only until it commits; returns the number written."""
     if conn.dialect.name != "postgresql":
         written = calculation.insert_scores(conn, run_id, rules, as_of, calculated_at)
+        _refuse_oversized_monetary(conn, run_id, as_of)
     else:
         written = _write_partition(conn, int(run_id), rules, as_of, calculated_at)
     _write_page_marks(conn, run_id)
     return written
+
+
+def _refuse_oversized_monetary(conn: Connection, run_id: int, as_of: dt.date) -> None:
+    """SQLite keeps any number in a NUMERIC column: refuse the totals that
+    PostgreSQL's NUMERIC(14,2) refuses, so both fail alike (runs.py words
+    PostgreSQL's refusal the same way)."""
+    limit = calculation.MONETARY_LIMIT_CENTS / 100  # exact as a float: 14 digits
+    oversized = select(RFMScore.customer_id).where(
+        RFMScore.run_id == run_id, RFMScore.monetary > literal(limit)
+    )
+    if conn.execute(oversized.limit(1)).first() is not None:
+        overflow = calculation.monetary_overflow(conn, as_of)
+        raise overflow or calculation.MonetaryOverflow("a monetary total is too large")
 
 
 def _write_page_marks(conn: Connection, run_id: int) -> None:

@@ -95,6 +95,7 @@ def test_search_filter_and_sort(admin_app: dict[str, Any]) -> None:
     found = rows_of(app, f"/admin/scores/?search={customer}")
     assert [int(r["customer_id"]) for r in found] == [customer]  # exact, not "7" in "17"
     assert rows_of(app, "/admin/scores/?search=seven") == []
+    assert rows_of(app, "/admin/scores/?search=%C2%B2") == []  # '²': isdigit(), but not int()
 
     segment, n = Counter(row[7] for row in reference.values()).most_common(1)[0]
     filtered = rows_of(app, f"/admin/scores/?flt0_segment_equals={segment}")

@@ -152,10 +152,11 @@ def test_monetary_keeps_two_decimals_for_round_amounts(app: Flask) -> None:
 @pytest.mark.parametrize(
     "path, words",
     [
-        ("/api/rfm/abc/", ["not found"]),
-        ("/api/rfm/-1/", ["not found"]),
-        ("/api/rfm/1.5/", ["not found"]),
-        ("/api/rfm/99999999999999999999/", ["not found"]),
+        ("/api/rfm/abc/", ["not found", "'abc' is not a customer id", "2147483647"]),
+        ("/api/rfm/-1/", ["not found", "'-1' is not a customer id"]),
+        ("/api/rfm/1.5/", ["not found", "'1.5' is not a customer id"]),
+        ("/api/rfm/2147483648/", ["not found", "'2147483648' is not a customer id"]),
+        ("/api/rfm/99999999999999999999/", ["not found", "is not a customer id"]),
         ("/api/rfm/999/", ["customer 999"]),
         ("/api/rfm/100/", ["customer 100"]),  # a customer without orders has no score
     ],
@@ -247,6 +248,9 @@ def test_segment_filter_accepts_name_any_case_and_slug(scored: Flask) -> None:
         ("ordering=-", ["ordering"]),
         ("ordering=monetary;DROP TABLE rfm_scores", ["ordering"]),
         ("ordering=rfm_score", ["ordering", "rfm_score"]),
+        ("ordering=monetary,-monetary", ["ordering", "'monetary' is given more than once"]),
+        # Each repeat would be one more ORDER BY term: SQLite refuses 10,000.
+        ("ordering=" + ",".join(["frequency"] * 10_000), ["ordering", "more than once"]),
         ("segment=nobody", ["segment", "nobody", "Champions", "Hibernating", "Others"]),
         ("segment=", ["segment", "Champions"]),
     ],
@@ -435,13 +439,20 @@ def test_second_post_while_one_is_queued_returns_that_run(app: Flask) -> None:
     assert get_json(client, "/api/rfm/jobs/")["count"] == 1
 
 
+DEEP = "[" * 5000 + "]" * 5000  # valid JSON, nested deeper than Python's recursion limit
+
+
 @pytest.mark.parametrize(
     "kwargs, status, words",
     [
         ({"data": "{not json", "content_type": "application/json"}, 400, ["not valid JSON"]),
         ({"data": b"\xff\xfe", "content_type": "application/json"}, 400, ["JSON"]),
+        # json.loads recurses per level: Python's recursion limit, not a 500.
+        ({"data": DEEP, "content_type": "application/json"}, 400, ["nested"]),
+        ({"data": '{"as_of": ' + DEEP + "}", "content_type": "application/json"}, 400, ["nested"]),
         ({"json": {"as_of": "2026-02-30"}}, 400, ["as_of", "2026-02-30"]),
         ({"json": {"as_of": "20260228"}}, 400, ["as_of", "YYYY-MM-DD"]),
+        ({"json": {"as_of": "\uff12\uff10\uff12\uff16-01-31"}}, 400, ["as_of", "YYYY-MM-DD"]),
         ({"json": {"as_of": "2026-W05-1"}}, 400, ["as_of"]),
         ({"json": {"as_of": "31/01/2026"}}, 400, ["as_of"]),
         ({"json": {"as_of": 20260131}}, 400, ["as_of"]),
@@ -478,7 +489,7 @@ def test_jobs_list_is_newest_first_and_paginated(app: Flask) -> None:
     assert job["customers_scored"] == 6 and job["error"] is None
     assert isinstance(job["duration_seconds"], float)
     assert_error(client.get("/api/rfm/jobs/999/"), 404, "run 999")
-    assert_error(client.get("/api/rfm/jobs/abc/"), 404)
+    assert_error(client.get("/api/rfm/jobs/abc/"), 404, "'abc' is not a run id")
     assert_error(client.get("/api/rfm/jobs/?page=0"), 400, "page")
     assert_error(client.get("/api/rfm/jobs/?page=3&page_size=2"), 404, "Invalid page.")
 

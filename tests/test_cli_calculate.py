@@ -112,3 +112,29 @@ def test_failed_calculation_exits_non_zero_with_the_reason(pg_app: Flask) -> Non
     assert result.output.strip() == (
         "Error: run 1 failed: the calculation exceeded its time limit of 1 s"
     )
+
+
+# 100 orders of the largest amount and one more: one cent above the
+# 999,999,999,999.99 that a score's NUMERIC(14,2) monetary holds.
+OVERSIZED = [(50, dt.datetime(2026, 2, 2, tzinfo=dt.UTC), Decimal("9999999999.99"))] * 100 + [
+    (50, dt.datetime(2026, 2, 3, tzinfo=dt.UTC), Decimal("1.00"))
+]
+OVERSIZED_REASON = (
+    "customer 50's orders up to 2026-03-01 total 1000000000000.00, more than a score's "
+    "monetary holds (999999999999.99); correct or remove those orders"
+)
+
+
+def test_a_total_too_large_for_a_score_fails_both_commands_with_the_customer(
+    app: Flask,
+) -> None:
+    add_orders(app, ORDERS + OVERSIZED)
+    runner = app.test_cli_runner()
+    dry = runner.invoke(args=["calculate-rfm", "--as-of", "2026-03-01", "--dry-run"])
+    assert (dry.exit_code, dry.output.strip()) == (1, f"Error: {OVERSIZED_REASON}")
+    result = runner.invoke(args=["calculate-rfm", "--as-of", "2026-03-01"])
+    assert (result.exit_code, result.output.strip()) == (
+        1,
+        f"Error: run 1 failed: {OVERSIZED_REASON}",
+    )
+    assert counts(app) == (1, 0)  # the failed run's row, and no score

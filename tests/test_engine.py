@@ -269,3 +269,31 @@ def test_customer_ids_at_both_ends_of_the_int4_range_keep_spec_order(app: Flask)
     assert engine_rows(app, AS_OF) == expected(orders, AS_OF)
     run = calculate(app, AS_OF)
     assert stored_rows(app, run["id"]) == expected(orders, AS_OF)
+
+
+def test_totals_up_to_the_largest_monetary_score_alike_and_beyond_it_fail_alike(
+    app: Flask,
+) -> None:
+    """A score's monetary is NUMERIC(14,2): PostgreSQL refuses a larger total
+    and SQLite, which would keep it, must refuse it too, naming the customer;
+    a total at the limit is stored exactly on both."""
+    largest = Decimal("9999999999.99")  # the largest order amount
+    at_limit = [(1, at(AS_OF), largest)] * 100 + [(1, at(AS_OF), Decimal("0.99"))]
+    orders = [*at_limit, (2, at(AS_OF), Decimal("1.00")), (3, at(AS_OF, 9), Decimal("0.01"))]
+    add_orders(app, orders)
+    first = calculate(app, AS_OF)
+    assert first["status"] == "succeeded"
+    assert stored_rows(app, first["id"]) == expected(orders, AS_OF)
+    assert stored_rows(app, first["id"])[0][3] == 99_999_999_999_999  # cents
+
+    add_orders(app, [(4, at(AS_OF), largest)] * 100 + [(4, at(AS_OF), Decimal("1.00"))])
+    failed = calculate(app, AS_OF)
+    assert failed["status"] == "failed"
+    assert failed["error"] == (
+        "customer 4's orders up to 2026-03-01 total 1000000000000.00, more than a score's "
+        "monetary holds (999999999999.99); correct or remove those orders"
+    )
+    assert stored_rows(app, failed["id"]) == []
+    with app.app_context():
+        current = db.session.execute(sa.select(RFMRun.id).where(RFMRun.is_current)).scalars()
+        assert list(current) == [first["id"]]

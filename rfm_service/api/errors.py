@@ -9,22 +9,35 @@ to statuses here, so views stay free of try/except.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import marshmallow as ma
-from flask import Flask, Response, current_app, jsonify
+from flask import Flask, Response, current_app, jsonify, request
 from flask_smorest import Api
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.datastructures import Headers
-from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge, abort
+from werkzeug.exceptions import (
+    HTTPException,
+    InternalServerError,
+    NotFound,
+    RequestEntityTooLarge,
+    abort,
+)
 
 from .. import runs
 from ..executor import ExecutorUnavailable
+from ..models import MAX_ID
 
 # Where webargs found a bad value, as a user would name it.
 _LOCATION_NAMES = {"json": "request body", "query": "query string", "view_args": "path"}
+
+
+# Where a path segment stands for an id: /api/rfm/{customer_id}/ and
+# /api/rfm/jobs/{run_id}/.
+_ID_PATH = re.compile(r"/api/rfm/(jobs/)?([^/]+)/?")
 
 
 class DetailSchema(ma.Schema):
@@ -76,6 +89,8 @@ def _error_response(error: HTTPException) -> tuple[Response, int, Headers]:
         detail = "internal server error"  # never the original exception's text
     elif isinstance(error, RequestEntityTooLarge) and current_app.config.get("MAX_CONTENT_LENGTH"):
         detail = f"the request body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes"
+    elif isinstance(error, NotFound) and (unmatched := _unmatched_id()):
+        detail = unmatched
     else:
         detail = error.description or error.name
     # Keep headers such as Allow (405) and Retry-After, drop the HTML type.
@@ -84,6 +99,18 @@ def _error_response(error: HTTPException) -> tuple[Response, int, Headers]:
     # Headers, not a list: Flask would keep only the last of repeated names
     # (a 401 sends one WWW-Authenticate per scheme).
     return jsonify(detail=detail), code, Headers(headers)
+
+
+def _unmatched_id() -> str | None:
+    """Why no route took an id that is not one (``/api/rfm/abc/``): the
+    routes only take whole numbers in the columns' range."""
+    if request.url_rule is not None:
+        return None  # a view's own 404 says what it did not find
+    match = _ID_PATH.fullmatch(request.path)
+    if match is None:
+        return None
+    what = "run" if match[1] else "customer"
+    return f"not found: {match[2]!r} is not a {what} id (a whole number from 1 to {MAX_ID})"
 
 
 class RFMApi(Api):

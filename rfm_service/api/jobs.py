@@ -8,12 +8,12 @@ from flask import current_app, url_for
 
 from .. import executor, runs
 from ..extensions import db
+from ..models import MAX_ID
 from . import queries
 from .errors import DetailSchema, fail
 from .pagination import paginate
 from .parsing import Blueprint
 from .schemas import CalculateBody, CalculateResponseSchema, PageQuery, RunPageSchema, RunSchema
-from .scores import MAX_ID
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/rfm", description="Calculation jobs")
 

@@ -30,7 +30,10 @@ class RFMParser(FlaskParser):
             if _body(req) or req.mimetype in FORM_TYPES:
                 fail(415, "the request body must be JSON (Content-Type: application/json)")
             return core.missing
-        return core.parse_json(_body(req))
+        try:
+            return core.parse_json(_body(req))
+        except RecursionError:  # json.loads recurses once per level of nesting
+            fail(400, "the request body is not valid JSON (nested too deeply)")
 
     def _handle_invalid_json_error(
         self, error: Exception, req: flask.Request, *args: Any, **kwargs: Any

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify
 
 from ..extensions import db
+from ..models import MAX_ID
 from . import queries
 from .errors import DetailSchema, fail
 from .pagination import paginate
@@ -23,7 +24,6 @@ from .schemas import (
 
 NO_RUN_YET = "no calculation has succeeded yet"
 READS = "rfm_thread_connections"  # app.extensions key, set by register_reads
-MAX_ID = 2**31 - 1  # ids are 32-bit integer columns; larger ones cannot exist
 
 bp = Blueprint("scores", __name__, url_prefix="/api/rfm", description="RFM scores")
 
