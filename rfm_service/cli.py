@@ -11,6 +11,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import calculation, insights, runs
+from .cli_errors import one_line_errors
 from .extensions import db
 from .insights_cli import export_rfm
 from .segments import OTHERS, cell_map, segment_names
@@ -27,6 +28,17 @@ def date_option(_ctx: click.Context, _param: click.Parameter, value: str | None)
         raise click.BadParameter(str(exc)) from None
 
 
+def as_of_option(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
+    """``date_option`` within the range a calculation takes (exit 2 outside)."""
+    day = date_option(ctx, param, value)
+    if day is not None:
+        try:
+            runs.check_as_of(day)
+        except runs.InvalidAsOf as exc:
+            raise click.BadParameter(str(exc)) from None
+    return day
+
+
 def _table(counts: dict[str, int]) -> str:
     total = sum(counts.values()) or 1
     width = max(len(name) for name in counts)
@@ -36,10 +48,16 @@ def _table(counts: dict[str, int]) -> str:
 
 
 @click.command("calculate-rfm")
-@click.option("--as-of", callback=date_option, metavar="YYYY-MM-DD", help="Default: today (UTC).")
+@click.option(
+    "--as-of",
+    callback=as_of_option,
+    metavar="YYYY-MM-DD",
+    help="Default: today (UTC). From 1900-01-01 to 9999-12-30.",
+)
 @click.option("--verbose", is_flag=True, help="Per-segment table and timings.")
 @click.option("--dry-run", is_flag=True, help="Compute and print; write nothing, not even a run.")
 @with_appcontext
+@one_line_errors
 def calculate_rfm(as_of: dt.date | None, verbose: bool, dry_run: bool) -> None:
     """Calculate RFM scores now, in this process (no broker needed)."""
     settings = runs.RunSettings.from_app(current_app)

@@ -18,7 +18,9 @@ from flask.cli import with_appcontext
 
 from . import demo_data, ingest
 from .cli import date_option
+from .cli_errors import one_line_errors
 from .extensions import db
+from .models import MAX_ID
 from .timeutil import today_utc
 
 PROGRESS_FROM_BYTES = 1 << 20  # smaller files finish before a bar would help
@@ -32,6 +34,7 @@ def _stderr_bar(length: int, label: str, hidden: bool = False):
 @click.command("import-orders")
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @with_appcontext
+@one_line_errors
 def import_orders(csv_file: Path) -> None:
     """Import orders from CSV_FILE (UTF-8, header row), all or nothing.
 
@@ -72,7 +75,10 @@ def import_orders(csv_file: Path) -> None:
 
 @click.command("seed-demo")
 @click.option(
-    "--customers", type=click.IntRange(min=1), required=True, help="Number of customers to create."
+    "--customers",
+    type=click.IntRange(min=1, max=MAX_ID),
+    required=True,
+    help="Number of customers to create.",
 )
 @click.option(
     "--seed",
@@ -99,6 +105,7 @@ def import_orders(csv_file: Path) -> None:
     help="Seed only an empty database; with customers present, do nothing (exit 0).",
 )
 @with_appcontext
+@one_line_errors
 def seed_demo(
     customers: int,
     seed: int | None,
@@ -135,6 +142,8 @@ def seed_demo(
         if if_empty:
             click.echo("the database has customers already; not seeding (--if-empty)")
             return
+        raise click.ClickException(str(exc)) from None
+    except demo_data.IdsExhausted as exc:
         raise click.ClickException(str(exc)) from None
     last_id = summary.first_id + summary.customers - 1
     click.echo(

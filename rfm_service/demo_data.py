@@ -40,6 +40,7 @@ from .bulk import (
     lock_for_bulk_insert,
     vacuum_analyze,
 )
+from .models import MAX_ID
 from .timeutil import UTC, sqlite_timestamp
 
 DAY = 86_400
@@ -290,6 +291,10 @@ class DatabaseNotEmpty(Exception):
     """Seeding refused: the database has customers and appending was not asked for."""
 
 
+class IdsExhausted(Exception):
+    """Seeding refused: the new customers' ids would pass the largest id."""
+
+
 @dataclass(frozen=True)
 class SeedSummary:
     customers: int
@@ -297,14 +302,20 @@ class SeedSummary:
     first_id: int
 
 
-def _first_id(conn: Connection, append: bool) -> int:
+def _first_id(conn: Connection, append: bool, customers: int) -> int:
     count, max_id = conn.execute(text("SELECT COUNT(*), MAX(id) FROM customers")).one()
     if count and not append:
         raise DatabaseNotEmpty(
             f"the database already has customers ({count:,}); seed-demo fills an empty "
             "database (pass --append to add demo customers after the existing ones)"
         )
-    return (max_id or 0) + 1
+    first = (max_id or 0) + 1
+    if first + customers - 1 > MAX_ID:  # SQLite would store them; import refuses them
+        raise IdsExhausted(
+            f"{customers:,} customers after id {max_id:,} would pass the largest customer "
+            f"id, {MAX_ID:,}"
+        )
+    return first
 
 
 def seed(
@@ -318,7 +329,7 @@ def seed(
     name, columns = SEED_STAGING
     with engine.connect() as conn, conn.begin():
         lock_for_bulk_insert(conn)
-        spec = dataclasses.replace(spec, first_id=_first_id(conn, append))
+        spec = dataclasses.replace(spec, first_id=_first_id(conn, append, spec.customers))
         postgres = conn.dialect.name == "postgresql"
         if postgres and work_mem:  # room for the final sort by ordered_at
             conn.execute(text("SELECT set_config('work_mem', :v, true)"), {"v": work_mem})

@@ -15,6 +15,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import export, insights
+from .cli_errors import one_line_errors
 from .extensions import db
 from .segments import resolve_segment, segment_names
 
@@ -55,6 +56,7 @@ def _write_atomically(target: Path, chunks: Iterable[str]) -> None:
 @click.argument("file", metavar="FILE")
 @click.option("--segment", help="Only this segment (name in any case, or its slug).")
 @with_appcontext
+@one_line_errors
 def export_rfm(file: str, segment: str | None) -> None:
     """Write the current run's scores to FILE as CSV ("-" for stdout).
 

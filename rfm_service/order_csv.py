@@ -38,6 +38,39 @@ class ImportFailed(Exception):
     """A one-line reason why the file was rejected; nothing was written."""
 
 
+class _BadLine(Exception):
+    """A line that cannot be read into fields: ``reason`` words it, and
+    ``at_fault`` tells the field it lies in, so that the error can name the
+    column once the header is known."""
+
+    def __init__(self, number: int, text: str, reason: str, at_fault: Callable[[str], bool]):
+        super().__init__(f"line {number}: {reason}")
+        self.number, self.text, self.reason, self.at_fault = number, text, reason, at_fault
+
+    def failure(self, names: list[str] | None) -> ImportFailed:
+        column = _column_at_fault(self.text, names, self.at_fault) if names else None
+        where = f"line {self.number}, column {column}" if column else f"line {self.number}"
+        return ImportFailed(f"{where}: {self.reason}")
+
+
+def _column_at_fault(text: str, names: list[str], at_fault: Callable[[str], bool]) -> str | None:
+    """The column of the first field of the one-line record ``text`` that is at fault."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))  # the line is in memory already
+    try:
+        fields = next(csv.reader([text]), [])
+    except csv.Error:
+        return None
+    finally:
+        csv.field_size_limit(limit)
+    found = (name for name, field in zip(names, fields, strict=False) if at_fault(field))
+    return next(found, None)
+
+
+def _undecodable(field: str) -> bool:
+    return any("\udc80" <= char <= "\udcff" for char in field)  # surrogateescape's bytes
+
+
 @dataclass(frozen=True)
 class StagedFile:
     rows: int
@@ -57,7 +90,8 @@ def _shown(raw: str) -> str:
 
 
 def _names(names: list[str]) -> str:
-    shown = [n if len(n) <= SHOWN_CHARS else _shown(n) for n in names[:SHOWN_NAMES]]
+    # An empty name (a trailing comma in the header) shows as ''.
+    shown = [n if 0 < len(n) <= SHOWN_CHARS else _shown(n) for n in names[:SHOWN_NAMES]]
     more = len(names) - SHOWN_NAMES
     return ", ".join(shown) + (f" and {more:,} more" if more > 0 else "")
 
@@ -138,9 +172,11 @@ def _decoded_lines(raw: BinaryIO, progress: Progress | None) -> Iterator[str]:
         try:
             yield line.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as exc:
-            raise ImportFailed(
-                f"line {number}: not valid UTF-8 (byte 0x{line[exc.start]:02x}); "
-                "save the file as UTF-8"
+            raise _BadLine(
+                number,
+                line.decode("utf-8", "surrogateescape"),
+                f"not valid UTF-8 (byte 0x{line[exc.start]:02x}); save the file as UTF-8",
+                _undecodable,
             ) from None
         pending += len(line)
         if progress and number % CHUNK == 0:
@@ -152,35 +188,54 @@ def _decoded_lines(raw: BinaryIO, progress: Progress | None) -> Iterator[str]:
 
 def _records(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
     """CSV records with the file line they start on; blank lines skipped."""
-    reader = csv.reader(lines, strict=True)
+    seen = [""]
+
+    def remembered() -> Iterator[str]:
+        for seen[0] in lines:
+            yield seen[0]
+
+    reader = csv.reader(remembered(), strict=True)
     last_line = 0
+    limit = csv.field_size_limit()
     while True:
         try:
             fields = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
+            if "field larger than field limit" in str(exc):
+                raise _BadLine(
+                    reader.line_num,
+                    seen[0],
+                    f"a value longer than {limit:,} characters",
+                    lambda field: len(field) > limit,
+                ) from None
             raise ImportFailed(f"line {reader.line_num}: malformed CSV ({exc})") from None
         start, last_line = last_line + 1, reader.line_num
         if fields:
             yield start, fields
 
 
-def check_header(fields: list[str]) -> list[str]:
+def check_header(fields: list[str], line: int = 1) -> list[str]:
+    """The header's column names; ``line`` is the file line it stands on."""
     names = [name.strip().lower() for name in fields]
     expected = ", ".join(REQUIRED + OPTIONAL)
     # Counter, not names.count(): a hostile header has millions of columns.
     twice = sorted(n for n, times in Counter(names).items() if times > 1)
     if twice:
-        raise ImportFailed(f"line 1: column(s) named twice: {_names(twice)}")
+        raise ImportFailed(f"line {line}: column(s) named twice: {_names(twice)}")
     unknown = [n for n in names if n not in _PARSERS]
     if len(unknown) == len(names):  # most likely data: the header was forgotten
-        raise ImportFailed(f"line 1: no header row found (expected columns {expected})")
+        raise ImportFailed(f"line {line}: no header row found (expected columns {expected})")
     if unknown:
-        raise ImportFailed(f"line 1: unknown column(s) {_names(unknown)} (expected {expected})")
+        raise ImportFailed(
+            f"line {line}: unknown column(s) {_names(unknown)} (expected {expected})"
+        )
     missing = [n for n in REQUIRED if n not in names]
     if missing:
-        raise ImportFailed(f"line 1: missing column(s) {', '.join(missing)} (expected {expected})")
+        raise ImportFailed(
+            f"line {line}: missing column(s) {', '.join(missing)} (expected {expected})"
+        )
     return names
 
 
@@ -204,19 +259,27 @@ def stage_file(raw: BinaryIO, out: IO[str], dialect: str, progress: Progress | N
     """Validate the whole CSV, writing normalised rows to ``out``; raises
     ``ImportFailed`` at the first bad line."""
     records = _records(_decoded_lines(raw, progress))
-    first = next(records, None)
+    try:
+        first = next(records, None)
+    except _BadLine as exc:
+        raise exc.failure(None) from None
     if first is None:
         raise ImportFailed(f"the file is empty (expected a header row: {','.join(REQUIRED)})")
-    names = check_header(first[1])
+    names = check_header(first[1], first[0])
     writer = csv.writer(out, lineterminator="\n")
     rows = with_id = 0
-    for line, fields in records:
-        if len(fields) != len(names):
-            raise ImportFailed(f"line {line}: expected {len(names)} fields, found {len(fields)}")
-        normalised = _normalise(line, dict(zip(names, fields, strict=True)), dialect)
-        writer.writerow(normalised)
-        rows += 1
-        with_id += normalised[1] != ""
+    try:
+        for line, fields in records:
+            if len(fields) != len(names):
+                raise ImportFailed(
+                    f"line {line}: expected {len(names)} fields, found {len(fields)}"
+                )
+            normalised = _normalise(line, dict(zip(names, fields, strict=True)), dialect)
+            writer.writerow(normalised)
+            rows += 1
+            with_id += normalised[1] != ""
+    except _BadLine as exc:
+        raise exc.failure(names) from None
     if not rows:  # most likely a failed export; importing nothing would hide it
         raise ImportFailed(f"line {first[0]}: the file has a header row but no data rows")
     return StagedFile(rows, with_id)

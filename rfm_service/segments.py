@@ -137,7 +137,10 @@ def parse_rules(data: Any, source: str = "rules") -> tuple[Rule, ...]:
     if isinstance(data, dict):
         data = data.get("segment")
     if not isinstance(data, list):
-        raise RuleError(f"{source}: expected a list of segments")
+        raise RuleError(
+            f"{source}: expected a list of segments ([[segment]] tables in TOML; "
+            'a list, or {"segment": [...]}, in JSON)'
+        )
     rules = []
     for index, item in enumerate(data, start=1):
         where = f"{source}: rule {index}"

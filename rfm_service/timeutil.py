@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from sqlalchemy import DateTime
@@ -10,6 +11,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 UTC = dt.UTC
+# YYYY-MM-DD in ASCII digits (\d also takes other scripts' digits).
+DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def utcnow() -> dt.datetime:
@@ -28,9 +31,10 @@ def as_utc(value: dt.datetime) -> dt.datetime:
 
 
 def parse_date(text: str) -> dt.date:
-    """Strict ``YYYY-MM-DD``; raises ``ValueError`` with a readable reason."""
+    """Strict ``YYYY-MM-DD``; raises ``ValueError`` with a readable reason.
+    ``fromisoformat`` alone also takes week dates such as ``2026-W01-1``."""
     try:
-        if len(text) != 10:
+        if not DATE_PATTERN.fullmatch(text):
             raise ValueError
         return dt.date.fromisoformat(text)
     except (TypeError, ValueError):

@@ -9,6 +9,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import auth
+from .cli_errors import one_line_errors
 from .extensions import db
 from .models import API_SCOPES
 
@@ -26,6 +27,7 @@ def _when(value: dt.datetime | None) -> str:
     help="read: every GET; write: also POST /api/rfm/calculate/ and /admin.",
 )
 @with_appcontext
+@one_line_errors
 def create_api_token(name: str, scope: str) -> None:
     """Create an API token and print it once (only its hash is stored).
 
@@ -45,6 +47,7 @@ def create_api_token(name: str, scope: str) -> None:
 @click.command("revoke-api-token")
 @click.argument("name")
 @with_appcontext
+@one_line_errors
 def revoke_api_token(name: str) -> None:
     """Revoke the API token called NAME; it stops working at once."""
     try:
@@ -56,6 +59,7 @@ def revoke_api_token(name: str) -> None:
 
 @click.command("list-api-tokens")
 @with_appcontext
+@one_line_errors
 def list_api_tokens() -> None:
     """List API tokens (names, scopes, dates; never the tokens)."""
     tokens = auth.list_tokens(db.engine)

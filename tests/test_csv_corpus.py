@@ -89,7 +89,10 @@ CORPUS: dict[str, tuple[bytes, tuple[str, ...]]] = {
     ),
     "nul byte in a value": (H4 + b"1,2024-01-01,5\x00,1\n", ("line 2, column total_amount",)),
     # huge lines
-    "10 MB field": (H4 + b"1,2024-01-01," + b"9" * (10 * MB) + b",1\n", ("line 2: malformed CSV",)),
+    "10 MB field": (
+        H4 + b"1,2024-01-01," + b"9" * (10 * MB) + b",1\n",
+        ("line 2, column total_amount: a value longer than 131,072 characters",),
+    ),
     "10 MB line of fields": (H3 + b"1," * (5 * MB) + b"\n", ("line 2: expected 3 fields",)),
     "10 MB header": (b"customer_id,ordered_at,total_amount," + b"x" * (10 * MB), ("line 1",)),
     "100 KB customer id": (

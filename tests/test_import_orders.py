@@ -159,9 +159,25 @@ BROKEN_FILES = {
         "customer_id,ordered_at,total_amount,customer_id\n1,2024-01-01,5,1\n",
         "named twice: customer_id",
     ),
+    "unknown column after blank lines": (
+        "\n\ncustomer_id,ordered_at,total_amount,coupon\n1,2024-01-01,5,X\n",
+        "line 3: unknown column(s) coupon",
+    ),
+    "trailing comma in the header": (
+        "customer_id,ordered_at,total_amount,\n1,2024-01-01,5,\n",
+        "line 1: unknown column(s) '' (expected",
+    ),
     "latin-1": (
         b"customer_id,ordered_at,total_amount\n1,2024-01-01,5\n1,2024-01-01,5\xe9\n",
-        "line 3: not valid UTF-8",
+        "line 3, column total_amount: not valid UTF-8 (byte 0xe9)",
+    ),
+    "latin-1 in the header": (
+        b"customer_id,ordered_at,total_amount\xe9\n1,2024-01-01,5\n",
+        "line 1: not valid UTF-8 (byte 0xe9)",
+    ),
+    "a value longer than the csv module reads": (
+        "customer_id,ordered_at,total_amount\n1,2024-01-01,5\n1," + "2" * 200_000 + ",5\n",
+        "line 3, column ordered_at: a value longer than 131,072 characters",
     ),
     "utf-16": ("customer_id,ordered_at,total_amount\n".encode("utf-16"), "UTF-16"),
     "too many fields": (

@@ -210,10 +210,28 @@ def test_append_adds_customers_after_the_existing_ids(app: Flask) -> None:
         assert customer.id == 26
 
 
+def test_append_refuses_ids_past_the_largest(app: Flask) -> None:
+    add_orders(app, [(2**31 - 2, dt.datetime(2024, 1, 1, tzinfo=UTC), "5.00")])
+    before = raw_snapshot(app)
+
+    assert seed(app, "--customers", "1", "--seed", "1", "--append", *END_ARGS).exit_code == 0
+    result = seed(app, "--customers", "1", "--seed", "1", "--append", *END_ARGS)
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "Error: 1 customers after id 2,147,483,647 would pass the largest customer id, "
+        "2,147,483,647"
+    )
+    assert [c.id for c in all_customers(app)] == [2**31 - 2, 2**31 - 1]
+    assert raw_snapshot(app)[0][0] == before[0][0]
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
         (["--customers", "0"], "--customers"),
+        (["--customers", "2147483648"], "--customers"),
+        (["--customers", "5", "--end-date", "2026-W05-1"], "not a valid date"),
         (["--customers", "5", "--end-date", "2026-02-30"], "not a valid date"),
         (["--customers", "5", "--orders-per-customer", "0.5"], "--orders-per-customer"),
         ([], "--customers"),

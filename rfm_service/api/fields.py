@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from decimal import Decimal
 from typing import Any
 
@@ -12,10 +11,8 @@ from flask import current_app
 from marshmallow import fields
 
 from ..segments import resolve_segment, segment_names, slugify
-from ..timeutil import UTC
+from ..timeutil import DATE_PATTERN, UTC
 from .queries import ORDERING_COLUMNS
-
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII: \d also takes other scripts' digits
 
 
 def segment_help() -> str:
@@ -29,7 +26,7 @@ class StrictDate(fields.Date):
     week dates."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.date:
-        if not isinstance(value, str) or not _DATE.fullmatch(value):
+        if not isinstance(value, str) or not DATE_PATTERN.fullmatch(value):
             raise ma.ValidationError(f"{value!r} is not a date in the form YYYY-MM-DD")
         try:
             return dt.date.fromisoformat(value)
