@@ -45,11 +45,15 @@ def invoke(app: Flask, args: list[str], tmp_path: Path) -> tuple[int, list[str]]
     return result.exit_code, lines
 
 
-@pytest.fixture
-def unreachable() -> Iterator[Flask]:
-    app = make_app(f"postgresql+psycopg2://postgres@127.0.0.1:{closed_port()}/rfm")
+def app_at(url: str) -> Iterator[Flask]:
+    app = make_app(url)  # no migrations, no tables emptied: there may be none
     yield app
     close_app(app)
+
+
+@pytest.fixture
+def unreachable() -> Iterator[Flask]:
+    yield from app_at(f"postgresql+psycopg2://postgres@127.0.0.1:{closed_port()}/rfm")
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=" ".join)
@@ -65,9 +69,7 @@ def test_an_unreachable_server_is_one_line(
 
 @pytest.fixture
 def never_migrated(blank_url: str) -> Iterator[Flask]:
-    app = make_app(blank_url)
-    yield app
-    close_app(app)
+    yield from app_at(blank_url)
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=" ".join)
