@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -36,6 +36,7 @@ def create_app(
     register_blueprints(app)
     register_ui(app)
     register_cli(app)
+    register_security_headers(app)
     return app
 
 
@@ -120,6 +121,25 @@ def register_ui(app: Flask) -> None:
 
     app.register_blueprint(dashboard_bp)
     init_admin(app)
+
+
+# On every answer: no content-type guessing, and no page of this service
+# inside another site's frame (a Recalculate button could be clicked there).
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def register_security_headers(app: Flask) -> None:
+    def add(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    app.after_request(add)
 
 
 def register_cli(app: Flask) -> None:

@@ -29,6 +29,7 @@ from flask_admin.contrib.sqla import ModelView
 from flask_admin.contrib.sqla import filters as sqla_filters
 from flask_admin.theme import Bootstrap4Theme
 from sqlalchemy import false, select
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import Forbidden
 
 from .extensions import db
@@ -37,6 +38,7 @@ from .score_storage import segment_is
 from .segments import Rule, segment_names
 
 ACCESS_HOOK = "rfm_admin_access"
+MAX_PAGE = 10**9  # list pages are numbered from 0
 _SCORE_OPTIONS = [(str(s), str(s)) for s in range(1, 6)]
 
 
@@ -70,6 +72,22 @@ class ReadOnlyView(ModelView):
 
     def inaccessible_callback(self, name: str, **kwargs: Any) -> Any:
         raise Forbidden("the admin is not available to this request")
+
+    def get_one(self, id: Any) -> Any:
+        """A hand-edited ``?id=`` (not numbers, the wrong number of keys, out
+        of range) is a record that does not exist: Flask-Admin then says so
+        and goes back to the list."""
+        try:
+            return super().get_one(id)
+        except (SQLAlchemyError, ValueError, TypeError):
+            db.session.rollback()  # a failed statement ends the transaction on PostgreSQL
+            return None
+
+    def _get_list_extra_args(self) -> Any:
+        args = super()._get_list_extra_args()
+        # A negative OFFSET fails on PostgreSQL, a huge one on SQLite.
+        args.page = min(max(args.page or 0, 0), MAX_PAGE)
+        return args
 
     def _export_data(self) -> tuple[int | None, Any]:
         """Flask-Admin loads every exported row with ``.all()``; stream them
@@ -160,10 +178,12 @@ class ScoreView(ReadOnlyView):
         return "Customer id"
 
     def _run_filter_given(self) -> bool:
-        for arg in request.args:
+        """A valid Run filter: Flask-Admin drops an invalid one (with a
+        notice), and the list must then stay on the current run."""
+        for arg, value in request.args.items():
             key = arg.partition("_")[2] if arg.startswith("flt") else ""
             found = (self._filter_args or {}).get(key)
-            if found and found[1].column is RFMScore.run_id:
+            if found and found[1].column is RFMScore.run_id and found[1].validate(value):
                 return True
         return False
 

@@ -170,7 +170,10 @@ class AuthenticationRequired(Unauthorized):
 
 def presented_token() -> str | None:
     """The token from ``Authorization: Bearer`` or a Basic password."""
-    credentials = request.authorization
+    try:
+        credentials = request.authorization
+    except ValueError:  # werkzeug's b64decode refuses non-ASCII Basic credentials
+        return None
     if credentials is None:
         return None
     if credentials.type == "bearer":
@@ -235,7 +238,23 @@ def _is_open_endpoint() -> bool:
     return bool(getattr(current_app.view_functions.get(endpoint), _PUBLIC_ATTR, False))
 
 
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _refuse_cross_site() -> None:
+    """Another site's page may make the browser send a write with its cached
+    Basic credentials (``fetch(..., {mode: "no-cors", credentials:
+    "include"})`` with no body needs no CORS preflight), or to a loopback
+    service with no credentials at all. Browsers say where a request comes
+    from in ``Sec-Fetch-Site``; API clients send no such header."""
+    if request.method in _SAFE_METHODS:
+        return
+    if request.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
+        raise Forbidden(description="a request from another site's page is refused")
+
+
 def _check_request() -> None:
+    _refuse_cross_site()  # auth on or off: a loopback service has no token to steal
     if not enabled(current_app) or _is_open_endpoint():
         return
     scope = required_scope(request.path, request.method)

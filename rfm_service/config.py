@@ -77,4 +77,8 @@ def load_config(instance_path: str, env: Mapping[str, str] | None = None) -> dic
         # connection found dead after a PostgreSQL restart fails its request
         # (503) and the pool then replaces all older ones (tests/test_faults.py).
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": False},
+        # The session cookie only carries the admin's flash messages. Never
+        # sent with another site's requests; in production only over HTTPS.
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": not embedded,
     }

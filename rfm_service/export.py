@@ -16,6 +16,7 @@ import datetime as dt
 import io
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, select
 
@@ -30,8 +31,18 @@ CHUNK_ROWS = 2000
 _STREAMED = [scores.c[name] for name in COLUMNS if name not in ("rfm_score", "calculated_at")]
 
 
+def content_disposition(name: str) -> str:
+    """An attachment header for ``name``: HTTP headers are Latin-1, so a
+    name beyond ASCII goes in ``filename*`` (RFC 6266), with an ASCII
+    ``filename`` for clients that do not read it."""
+    plain = "".join(c if c.isascii() else "_" for c in name)
+    header = f'attachment; filename="{plain}"'
+    return header if plain == name else f"{header}; filename*=UTF-8''{quote(name)}"
+
+
 def filename(run_id: int, as_of: dt.date, segment: str | None) -> str:
-    """A safe download name, e.g. ``rfm-scores-2026-01-31-run-7-at-risk.csv``."""
+    """A safe download name, e.g. ``rfm-scores-2026-01-31-run-7-at-risk.csv``
+    (letters of any script stay: see ``content_disposition``)."""
     suffix = ""
     if segment:
         suffix = "-" + "".join(c if c.isalnum() else "-" for c in segment.lower()).strip("-")

@@ -63,8 +63,15 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 )
 
 
+# A CSV cell starting with one of these is a formula to a spreadsheet.
+FORMULA_STARTS = "=+-@"
+
+
 def slugify(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    """``At Risk`` -> ``at-risk``; letters and digits of any script stay, so
+    ``Потерянные клиенты`` -> ``потерянные-клиенты``. Empty for a name of
+    punctuation only, which then has no slug."""
+    return re.sub(r"[\W_]+", "-", name.lower()).strip("-")
 
 
 def segment_of(rules: Sequence[Rule], r: int, f: int, m: int) -> str:
@@ -87,7 +94,7 @@ def resolve_segment(rules: Sequence[Rule], text: str) -> str | None:
     """A segment name from its name (any case) or slug; ``None`` if unknown."""
     wanted = text.strip().lower()
     for name in segment_names(rules):
-        if wanted in (name.lower(), slugify(name)):
+        if wanted and wanted in (name.lower(), slugify(name)):
             return name
     return None
 
@@ -117,10 +124,11 @@ def validate_rules(rules: Iterable[Rule]) -> tuple[Rule, ...]:
     seen: dict[str, str] = {OTHERS.lower(): OTHERS, slugify(OTHERS): OTHERS}
     covered: set[Cell] = set()
     for index, rule in enumerate(rules, start=1):
-        for key in (rule.name.lower(), slugify(rule.name)):
+        keys = {rule.name.lower(), slugify(rule.name)} - {""}
+        for key in keys:
             if key in seen:
                 raise RuleError(f"rule {index} ({rule.name!r}): duplicate of {seen[key]!r}")
-        seen[rule.name.lower()] = seen[slugify(rule.name)] = rule.name
+        seen.update(dict.fromkeys(keys, rule.name))
         cells = rule.cells()
         if cells <= covered:
             raise RuleError(
@@ -152,6 +160,11 @@ def parse_rules(data: Any, source: str = "rules") -> tuple[Rule, ...]:
         name = item.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > 64:
             raise RuleError(f"{where}: name must be a non-empty string of at most 64 characters")
+        if name.strip()[0] in FORMULA_STARTS:  # names go into CSV exports as they are
+            raise RuleError(
+                f"{where} ({name}): a name may not start with {name.strip()[0]!r}, "
+                "which spreadsheets read as the start of a formula"
+            )
         rules.append(
             Rule(
                 name.strip(),

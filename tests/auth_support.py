@@ -16,7 +16,7 @@ from rfm_service import auth
 from rfm_service.extensions import db
 from rfm_service.models import ApiToken
 
-from .conftest import empty_tables, make_app
+from .conftest import close_app, empty_tables, make_app
 
 
 def clear_tokens(app: Flask) -> None:
@@ -31,8 +31,7 @@ def secured_app(url: str) -> Iterator[Flask]:
     clear_tokens(app)
     yield app
     clear_tokens(app)
-    with app.app_context():
-        db.engine.dispose()
+    close_app(app)  # a calculation a test started finishes here, not in the next test
 
 
 def issue_token(app: Flask, scope: str, name: str | None = None) -> str:

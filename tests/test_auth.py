@@ -190,6 +190,7 @@ def test_a_write_token_starts_a_calculation_and_reads(secure_app: Flask) -> None
         basic(""),
         basic("rfm_wrong"),
         {"Authorization": "Bearer ' OR '1'='1"},
+        {"Authorization": "Basic \xff\xfe=="},  # not ASCII: werkzeug's b64decode raises
     ],
     ids=[
         "none",
@@ -200,6 +201,7 @@ def test_a_write_token_starts_a_calculation_and_reads(secure_app: Flask) -> None
         "basic-empty",
         "basic-wrong",
         "sql-ish",
+        "basic-not-ascii",
     ],
 )
 def test_a_missing_or_wrong_token_gets_401_with_both_challenges(
@@ -381,3 +383,46 @@ def test_embedded_with_auth_on_gives_no_warning(
 def test_an_unknown_rfm_auth_value_stops_the_app(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="RFM_AUTH must be 'on' or 'off'"):
         create_app(env=_sqlite_env(tmp_path, RFM_AUTH="maybe"))
+
+
+@pytest.mark.parametrize("site", ["cross-site", "same-site"])
+def test_a_write_from_another_sites_page_is_refused(secure_app: Flask, site: str) -> None:
+    """A page elsewhere can make the browser POST with its cached Basic
+    credentials and no body (no CORS preflight); the browser says so."""
+    token = issue_token(secure_app, "write")
+    client = secure_app.test_client()
+    headers = {**basic(token), "Sec-Fetch-Site": site, "Origin": "https://elsewhere.example"}
+
+    response = client.post("/api/rfm/calculate/", headers=headers)
+
+    assert assert_detail(response, 403) == "a request from another site's page is refused"
+    assert client.get("/api/rfm/jobs/", headers=bearer(token)).get_json()["count"] == 0
+    # Reads from anywhere, and writes from the service's own pages, go on.
+    assert client.get("/api/rfm/", headers=headers).status_code == 200
+    own = {**basic(token), "Sec-Fetch-Site": "same-origin"}
+    assert client.post("/api/rfm/calculate/", headers=own).status_code == 202
+
+
+def test_with_auth_off_a_write_from_another_sites_page_is_refused_too(app: Flask) -> None:
+    client = app.test_client()
+    response = client.post("/api/rfm/calculate/", headers={"Sec-Fetch-Site": "cross-site"})
+    assert assert_detail(response, 403) == "a request from another site's page is refused"
+
+
+def test_every_answer_forbids_framing_and_sniffing(secure_app: Flask) -> None:
+    client = secure_app.test_client()
+    token = issue_token(secure_app, "write")
+    for path in ("/", "/admin/", "/api/docs", "/api/rfm/", "/livez", "/nowhere"):
+        response = client.get(path, headers=bearer(token))
+        assert response.headers["X-Content-Type-Options"] == "nosniff", path
+        assert response.headers["X-Frame-Options"] == "DENY", path
+        assert response.headers["Content-Security-Policy"] == "frame-ancestors 'none'", path
+
+
+def test_the_session_cookie_is_same_site_and_in_production_https_only(tmp_path: Path) -> None:
+    embedded = create_app(env=_sqlite_env(tmp_path)).config
+    production = create_app(
+        env=_sqlite_env(tmp_path, RFM_PROFILE="production", SECRET_KEY="s3cret")
+    ).config
+    assert embedded["SESSION_COOKIE_SAMESITE"] == production["SESSION_COOKIE_SAMESITE"] == "Lax"
+    assert (embedded["SESSION_COOKIE_SECURE"], production["SESSION_COOKIE_SECURE"]) == (False, True)

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from flask import Flask
 
@@ -219,3 +220,24 @@ def test_export_during_a_recalculation_stays_on_its_run(pg_app: Flask) -> None:
     assert [(int(r["customer_id"]), int(r["recency_days"])) for r in rows] == [
         (row[0], row[1]) for row in expected
     ]
+
+
+@pytest.mark.parametrize(
+    "name, header",
+    [
+        (
+            "rfm-scores-2026-03-01-run-7-at-risk.csv",
+            'attachment; filename="rfm-scores-2026-03-01-run-7-at-risk.csv"',
+        ),
+        (
+            "rfm-scores-2026-03-01-run-7-потерянные.csv",
+            'attachment; filename="rfm-scores-2026-03-01-run-7-__________.csv"; '
+            "filename*=UTF-8''rfm-scores-2026-03-01-run-7-"
+            "%D0%BF%D0%BE%D1%82%D0%B5%D1%80%D1%8F%D0%BD%D0%BD%D1%8B%D0%B5.csv",
+        ),
+    ],
+)
+def test_download_names_beyond_ascii_fit_a_latin_1_header(name: str, header: str) -> None:
+    """gunicorn refused a Cyrillic segment's file name in the header (a 500)."""
+    assert export.content_disposition(name) == header
+    header.encode("latin-1")  # what a WSGI server sends

@@ -434,10 +434,25 @@ def test_dashboard_filters_scores_by_segment_and_survives_bad_params(
     assert rows and {s for _, s in rows} == {segment}
     assert len(rows) == min(n, 25)
     assert f'id="scores-summary" data-count="{n}" data-segment="{segment}"' in html
-    for query in ("segment=nobody", "page=abc", "page=999999", "done=abc", "done=99999999999"):
+    pages = -(-len(after) // 25)
+    for query, notice in (
+        ("segment=nobody", "Unknown segment &#39;nobody&#39;; showing all segments."),
+        ("page=abc", "Ignored page &#39;abc&#39;: not a whole number from 1."),
+        ("page=0", "Ignored page &#39;0&#39;: not a whole number from 1."),
+        ("page=-1", "Ignored page &#39;-1&#39;: not a whole number from 1."),
+        ("page=%C2%B2", "Ignored page &#39;²&#39;: not a whole number from 1."),  # isdigit()
+        ("page=999999", f"There is no page 999999; showing the last, page {pages}."),
+        ("done=abc", "Ignored done &#39;abc&#39;: not a whole number from 1."),
+        ("done=%C2%B2", "Ignored done &#39;²&#39;: not a whole number from 1."),
+        ("done=99999999999", "Ignored done &#39;99999999999&#39;: not a whole number from 1."),
+        ("done=999999", "There is no run 999999."),
+    ):
         response = client.get(f"/?{query}")
         assert response.status_code == 200, query
-    assert "Unknown segment" in client.get("/?segment=nobody").get_data(as_text=True)
+        notices = re.findall(r'<p class="notice" role="alert">([^<]*)</p>', response.text)
+        assert notices == [notice], query
+    good = client.get(f"/?page={pages}&done={two_runs['late']}").text
+    assert re.findall(r'<p class="notice" role="alert">', good) == []
 
 
 def test_dashboard_before_any_run(app: Flask) -> None:

@@ -47,6 +47,20 @@ def test_segment_names_resolve_case_insensitively_and_by_slug() -> None:
     assert slugify("Loyal Customers") == "loyal-customers"
 
 
+def test_names_in_other_scripts_get_slugs_of_their_own(tmp_path: Path) -> None:
+    """Two Cyrillic names once both slugged to '' and were refused as duplicates."""
+    body = GOOD.replace('"Best"', '"Лояльные клиенты"').replace('"Sleeping"', '"Потерянные"')
+    app = create_app(
+        {"SQLALCHEMY_DATABASE_URI": "sqlite://"},
+        env={"RFM_SEGMENT_RULES": write_rules(tmp_path, body)},
+    )
+    rules = app.extensions["rfm_rules"]
+    assert slugify("Лояльные клиенты") == "лояльные-клиенты"
+    assert resolve_segment(rules, "лояльные-клиенты") == "Лояльные клиенты"
+    assert resolve_segment(rules, "ПОТЕРЯННЫЕ") == "Потерянные"
+    assert slugify("!!!") == "" and resolve_segment(rules, "") is None
+
+
 def write_rules(tmp_path: Path, body: str, suffix: str = ".toml") -> str:
     path = tmp_path / f"rules{suffix}"
     path.write_text(body, encoding="utf-8")
@@ -83,6 +97,12 @@ m = [1, 5]
         ),
         ("[[segment]]\nname = 'x'\nr = [1, 2]\n", "expected a score or a [low, high] pair"),
         ("this is = not toml [", "not valid toml"),
+        ("[[rules]]\nname = 'x'\n", "expected a list of segments ([[segment]] tables in TOML"),
+        # Names go into CSV exports, where a spreadsheet would run these.
+        (GOOD.replace('"Best"', '"=HYPERLINK(1)"'), "may not start with '='"),
+        (GOOD.replace('"Best"', '" +cmd"'), "may not start with '+'"),
+        (GOOD.replace('"Best"', '"-1"'), "may not start with '-'"),
+        (GOOD.replace('"Best"', '"@SUM(1)"'), "may not start with '@'"),
     ],
 )
 def test_invalid_rule_file_stops_the_app_at_start(tmp_path: Path, body: str, message: str) -> None:

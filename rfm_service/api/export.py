@@ -51,7 +51,7 @@ def export_csv(args: dict[str, Any]) -> Response:
         export.stream_csv(db.engine, run.id, segment),
         mimetype="text/csv",
         headers={
-            "Content-Disposition": f'attachment; filename="{name}"',
+            "Content-Disposition": export.content_disposition(name),
             "X-RFM-Run-Id": str(run.id),
             "Cache-Control": "no-store",
         },

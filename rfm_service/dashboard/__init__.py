@@ -50,9 +50,17 @@ def _pct(value: Any) -> str:
     return "–" if value is None else f"{100 * float(value):.1f}%"
 
 
-def _page() -> int:
-    page = request.args.get("page", "1")
-    return int(page) if page.isdigit() and 0 < len(page) < 10 else 1
+def _whole_number(name: str, notices: list[str]) -> int | None:
+    """Query parameter ``name`` as a whole number from 1, None if absent;
+    anything else is ignored with a notice."""
+    text = request.args.get(name, "").strip()
+    if not text:
+        return None
+    # isascii: isdigit() also admits '²', which int() refuses.
+    if text.isascii() and text.isdigit() and len(text) < 10 and int(text) > 0:
+        return int(text)
+    notices.append(f"Ignored {name} {text[:40]!r}: not a whole number from 1.")
+    return None
 
 
 @bp.get("/")
@@ -63,14 +71,20 @@ def index() -> str:
     segment = resolve_segment(rules, wanted) if wanted else None
     if wanted and segment is None:
         notices.append(f"Unknown segment {wanted!r}; showing all segments.")
-    done = request.args.get("done", "")
+    page = _whole_number("page", notices)
+    done = _whole_number("done", notices)
     with db.engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             # One snapshot for every figure, even if a run commits mid-page
             # (SQLite reads stay within the one run they name).
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
-        data = figures.collect(conn, rules, segment=segment, page=_page(), page_size=PAGE_SIZE)
-        finished = queries.run_by_id(conn, int(done)) if done.isdigit() and len(done) < 10 else None
+        data = figures.collect(conn, rules, segment=segment, page=page or 1, page_size=PAGE_SIZE)
+        finished = queries.run_by_id(conn, done) if done else None
+    if done and finished is None:
+        notices.append(f"There is no run {done}.")
+    pages = data["scores"].pages
+    if page and page > pages:
+        notices.append(f"There is no page {page}; showing the last, page {pages}.")
     return render_template(
         "dashboard/index.html",
         notices=notices,

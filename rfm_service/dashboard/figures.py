@@ -52,7 +52,7 @@ def segment_bars(stats: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             **s,
-            "slug": slugify(s["segment"]),
+            "slug": slugify(s["segment"]) or s["segment"],
             "customers_width": _width(s["customers"], most),
             "revenue_width": _width(float(Decimal(s["revenue"])), float(richest)),
         }
