@@ -15,7 +15,10 @@ from rfm_service import ConfigError, create_app  # noqa: E402
 try:
     app = create_app()
 except ConfigError as exc:
-    sys.exit(f"rfm-service: configuration error: {exc}")
+    print(f"rfm-service: configuration error: {exc}", file=sys.stderr)
+    # 3 is gunicorn's "worker failed to boot": gunicorn stops, where with any
+    # other status it starts new workers that fail alike, several a second.
+    sys.exit(3)
 finally:
     gc.freeze()
     gc.enable()

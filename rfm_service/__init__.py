@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError
 
 from .config import load_config
 from .extensions import db, migrate
@@ -21,6 +24,20 @@ class ConfigError(RuntimeError):
     """Invalid configuration: the service refuses to start."""
 
 
+MAX_WORKERS = 1024  # PostgreSQL's largest max_parallel_(maintenance_)workers(_per_gather)
+MEMORY = re.compile(r"[0-9]+ ?(B|kB|MB|GB|TB)?")  # as PostgreSQL reads work_mem
+
+
+def check_database_url(url: str) -> None:
+    """A URL SQLAlchemy reads, of a database the engine supports."""
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        raise ConfigError(f"DATABASE_URL is not a database URL: {url!r}") from None
+    if backend not in ("postgresql", "sqlite"):
+        raise ConfigError(f"DATABASE_URL must be a PostgreSQL or SQLite URL, got {backend}://")
+
+
 def create_app(
     config: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
 ) -> Flask:
@@ -29,6 +46,10 @@ def create_app(
     app.session_interface = CookieFirstSessionInterface()
     os.makedirs(app.instance_path, exist_ok=True)
     configure(app, config, env)
+    if app.logger.level == logging.NOTSET:
+        # INFO, not the root logger's WARNING (gunicorn's, flask's): write
+        # requests are logged with their token's name (auth.py).
+        app.logger.setLevel(logging.INFO)
     register_extensions(app)
     register_rules(app)
     register_celery(app)
@@ -53,6 +74,21 @@ def configure(app: Flask, config: Mapping[str, Any] | None, env: Mapping[str, st
     for workers in ("RFM_INDEX_WORKERS", "RFM_QUERY_WORKERS"):
         if app.config[workers] < 0:
             raise ConfigError(f"{workers} must be 0 or more")
+        if app.config[workers] > MAX_WORKERS:
+            raise ConfigError(f"{workers} must be at most {MAX_WORKERS} (PostgreSQL's limit)")
+    for key, name in (
+        ("RFM_TIME_LIMIT", "RFM_TIME_LIMIT"),
+        ("RFM_QUEUED_TIMEOUT", "RFM_QUEUED_TIMEOUT"),
+        ("MAX_CONTENT_LENGTH", "RFM_MAX_BODY_BYTES"),
+    ):
+        if app.config[key] < 1:
+            raise ConfigError(f"{name} must be 1 or more, got {app.config[key]}")
+    if not MEMORY.fullmatch(app.config["RFM_WORK_MEM"]):
+        raise ConfigError(
+            f"RFM_WORK_MEM must be a PostgreSQL memory size such as 256MB, "
+            f"got {app.config['RFM_WORK_MEM']!r}"
+        )
+    check_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
     if app.config["RFM_AUTH"] not in ("on", "off"):
         raise ConfigError(f"RFM_AUTH must be 'on' or 'off', got {app.config['RFM_AUTH']!r}")
     if app.config["RFM_PROFILE"] == "production" and app.config["RFM_AUTH"] != "on":

@@ -182,6 +182,8 @@ def load_rules(path: str | None) -> tuple[Rule, ...]:
     if not path:
         return validate_rules(DEFAULT_RULES)
     file = Path(path)
+    if file.suffix not in (".toml", ".json"):
+        raise RuleError(f"{path}: a segment rules file is .toml or .json")
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -189,7 +191,7 @@ def load_rules(path: str | None) -> tuple[Rule, ...]:
     try:
         data = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise RuleError(f"{path}: not valid {file.suffix.lstrip('.') or 'TOML'}: {exc}") from None
+        raise RuleError(f"{path}: not valid {file.suffix.lstrip('.').upper()}: {exc}") from None
     return parse_rules(data, source=path)
 
 

@@ -154,6 +154,7 @@ def test_monetary_keeps_two_decimals_for_round_amounts(app: Flask) -> None:
     [
         ("/api/rfm/abc/", ["not found", "'abc' is not a customer id", "2147483647"]),
         ("/api/rfm/-1/", ["not found", "'-1' is not a customer id"]),
+        ("/api/rfm/0/", ["not found", "'0' is not a customer id"]),
         ("/api/rfm/1.5/", ["not found", "'1.5' is not a customer id"]),
         ("/api/rfm/2147483648/", ["not found", "'2147483648' is not a customer id"]),
         ("/api/rfm/99999999999999999999/", ["not found", "is not a customer id"]),
@@ -490,6 +491,7 @@ def test_jobs_list_is_newest_first_and_paginated(app: Flask) -> None:
     assert isinstance(job["duration_seconds"], float)
     assert_error(client.get("/api/rfm/jobs/999/"), 404, "run 999")
     assert_error(client.get("/api/rfm/jobs/abc/"), 404, "'abc' is not a run id")
+    assert_error(client.get("/api/rfm/jobs/0/"), 404, "'0' is not a run id")
     assert_error(client.get("/api/rfm/jobs/?page=0"), 400, "page")
     assert_error(client.get("/api/rfm/jobs/?page=3&page_size=2"), 404, "Invalid page.")
 

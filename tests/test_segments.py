@@ -96,7 +96,7 @@ m = [1, 5]
             "can never match",
         ),
         ("[[segment]]\nname = 'x'\nr = [1, 2]\n", "expected a score or a [low, high] pair"),
-        ("this is = not toml [", "not valid toml"),
+        ("this is = not toml [", "not valid TOML"),
         ("[[rules]]\nname = 'x'\n", "expected a list of segments ([[segment]] tables in TOML"),
         # Names go into CSV exports, where a spreadsheet would run these.
         (GOOD.replace('"Best"', '"=HYPERLINK(1)"'), "may not start with '='"),

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from rfm_service import ConfigError, create_app
+
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = (
     "import gc, json, {module}; "
@@ -48,8 +50,10 @@ def test_entry_point_freezes_the_app_and_leaves_collection_on(module: str, tmp_p
     assert state["frozen"] > 10_000
 
 
-@pytest.mark.parametrize("module", ["wsgi", "worker"])
-def test_a_configuration_error_still_exits_with_its_reason(module: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("module", "status"), [("wsgi", 3), ("worker", 1)])
+def test_a_configuration_error_still_exits_with_its_reason(
+    module: str, status: int, tmp_path: Path
+) -> None:
     done = subprocess.run(
         [sys.executable, "-c", f"import {module}"],
         cwd=ROOT,
@@ -59,7 +63,64 @@ def test_a_configuration_error_still_exits_with_its_reason(module: str, tmp_path
         timeout=60,
         check=False,
     )
-    assert done.returncode == 1
+    assert done.returncode == status
     assert done.stderr.strip().splitlines()[-1] == (
         "rfm-service: configuration error: RFM_INDEX_WORKERS must be 0 or more"
     )
+
+
+def test_gunicorn_stops_on_a_configuration_error(tmp_path: Path) -> None:
+    """It once restarted the failing worker several times a second, forever."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", "127.0.0.1:0", "wsgi:app"],
+        cwd=ROOT,
+        env=_env(tmp_path, RFM_INDEX_WORKERS="-1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    reason = "rfm-service: configuration error: RFM_INDEX_WORKERS must be 0 or more"
+    assert 1 <= done.stderr.count(reason) <= 2  # once per worker that started
+
+
+@pytest.mark.parametrize(
+    "setting, reason",
+    [
+        ({"DATABASE_URL": "garbage"}, "DATABASE_URL is not a database URL: 'garbage'"),
+        (
+            {"DATABASE_URL": "mysql://db/rfm"},
+            "DATABASE_URL must be a PostgreSQL or SQLite URL, got mysql://",
+        ),
+        ({"RFM_TIME_LIMIT": "0"}, "RFM_TIME_LIMIT must be 1 or more, got 0"),
+        ({"RFM_TIME_LIMIT": "-5"}, "RFM_TIME_LIMIT must be 1 or more, got -5"),
+        ({"RFM_QUEUED_TIMEOUT": "0"}, "RFM_QUEUED_TIMEOUT must be 1 or more, got 0"),
+        ({"RFM_MAX_BODY_BYTES": "-1"}, "RFM_MAX_BODY_BYTES must be 1 or more, got -1"),
+        (
+            {"RFM_QUERY_WORKERS": "100000"},
+            "RFM_QUERY_WORKERS must be at most 1024 (PostgreSQL's limit)",
+        ),
+        (
+            {"RFM_WORK_MEM": "lots"},
+            "RFM_WORK_MEM must be a PostgreSQL memory size such as 256MB, got 'lots'",
+        ),
+        (
+            {"RFM_SEGMENT_RULES": "rules.yaml"},
+            "invalid segment rules: rules.yaml: a segment rules file is .toml or .json",
+        ),
+    ],
+)
+def test_a_setting_the_service_cannot_run_with_stops_it_at_start(
+    setting: dict[str, str], reason: str, tmp_path: Path
+) -> None:
+    """Before, each started, and every calculation (or request) then failed."""
+    with pytest.raises(ConfigError) as refused:
+        create_app(env={"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", **setting})
+    assert str(refused.value) == reason
+
+
+@pytest.mark.parametrize("size", ["64kB", "256MB", "1GB", "4096", "512 MB"])
+def test_memory_sizes_postgresql_reads_are_taken(size: str, tmp_path: Path) -> None:
+    app = create_app(env={"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "RFM_WORK_MEM": size})
+    assert app.config["RFM_WORK_MEM"] == size

@@ -22,6 +22,7 @@ bp = Blueprint("jobs", __name__, url_prefix="/api/rfm", description="Calculation
 @bp.arguments(CalculateBody, required=False, example={"as_of": "2026-01-31"})
 @bp.response(202, CalculateResponseSchema)
 @bp.alt_response(400, schema=DetailSchema, description="Invalid body or as_of")
+@bp.alt_response(413, schema=DetailSchema, description="The body is larger than RFM_MAX_BODY_BYTES")
 @bp.alt_response(415, schema=DetailSchema, description="The body is not JSON")
 @bp.alt_response(503, schema=DetailSchema, description="The task broker is unreachable")
 def calculate(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -53,7 +54,7 @@ def list_jobs(args: dict[str, Any]) -> dict[str, Any]:
     return page.body(rows)
 
 
-@bp.route(f"/jobs/<int(max={MAX_ID}):run_id>/", methods=["GET"], strict_slashes=False)
+@bp.route(f"/jobs/<int(min=1, max={MAX_ID}):run_id>/", methods=["GET"], strict_slashes=False)
 @bp.response(200, RunSchema)
 @bp.alt_response(404, schema=DetailSchema, description="No such run")
 def get_job(run_id: int) -> dict[str, Any]:

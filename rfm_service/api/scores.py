@@ -95,7 +95,7 @@ def statistics() -> Response:
     return jsonify({"run_id": run_id, **stats})
 
 
-@bp.route(f"/<int(max={MAX_ID}):customer_id>/", methods=["GET"], strict_slashes=False)
+@bp.route(f"/<int(min=1, max={MAX_ID}):customer_id>/", methods=["GET"], strict_slashes=False)
 @bp.response(200, ScoreSchema)
 @bp.alt_response(404, schema=DetailSchema, description="No score for this customer")
 def customer_score(customer_id: int) -> Response:
