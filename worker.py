@@ -8,7 +8,9 @@ import sys
 # which then leave the pages they share with this process unwritten.
 gc.disable()
 
-from rfm_service import ConfigError, create_app  # noqa: E402
+from celery.signals import worker_ready  # noqa: E402
+
+from rfm_service import ConfigError, create_app, executor  # noqa: E402
 
 try:
     flask_app = create_app()
@@ -18,3 +20,8 @@ finally:
     gc.freeze()
     gc.enable()
 celery_app = flask_app.extensions["celery"]
+
+
+@worker_ready.connect
+def _resume_active_run(**_: object) -> None:
+    executor.resume_active_run(flask_app)

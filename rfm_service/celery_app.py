@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
 import click
 from celery import Celery, Task
+from celery.beat import PersistentScheduler, ScheduleEntry
 from celery.schedules import crontab, crontab_parser
 from flask import Flask
 
@@ -97,7 +99,27 @@ def celery_config(app: Flask) -> dict[str, Any]:
                 "schedule": schedule_from_crontab(app.config["RFM_SCHEDULE"]),
             }
         },
+        "beat_scheduler": "rfm_service.celery_app:TickScheduler",
     }
+
+
+class TickScheduler(PersistentScheduler):
+    """Beat's scheduler, each tick expiring when the next one is due. A tick
+    waits in the queue while the worker is busy or down; without an expiry,
+    every tick sent meanwhile would start a run once it is free (with
+    ``* * * * *`` and a 130 s run: two more runs back to back)."""
+
+    def apply_async(
+        self, entry: ScheduleEntry, producer: Any = None, advance: bool = True, **kwargs: Any
+    ) -> Any:
+        if entry.name == SCHEDULE_ENTRY:
+            entry.options["expires"] = tick_expiry(entry.schedule, self.app.now())
+        return super().apply_async(entry, producer, advance, **kwargs)
+
+
+def tick_expiry(schedule: crontab, sent_at: dt.datetime) -> float:
+    """Seconds from ``sent_at`` until the schedule's next tick after it."""
+    return max(1.0, schedule.remaining_estimate(sent_at).total_seconds())
 
 
 def flower_auth_problem(configured: str, argv: Sequence[str]) -> str | None:

@@ -68,7 +68,7 @@ def enqueue(app: Flask, run_id: int) -> None:
     # A ``current_app`` proxy would be useless in the worker thread.
     app = getattr(app, "_get_current_object", lambda: app)()
     if app.config["RFM_EXECUTOR"] == "celery":
-        _publish(app, run_id)
+        publish(app, run_id)
     else:
         _submit(app, run_id)
 
@@ -110,7 +110,8 @@ def _check_broker(app: Flask) -> None:
         client.close()
 
 
-def _publish(app: Flask, run_id: int) -> None:
+def publish(app: Flask, run_id: int) -> None:
+    """Send a committed, queued run to the Celery worker."""
     try:
         # Broker timeouts and publish retries are bounded in celery_app.py,
         # so this fails within about two seconds when Redis is down.
@@ -123,6 +124,23 @@ def _publish(app: Flask, run_id: int) -> None:
     except Exception as exc:
         fail_queued_run(app, run_id, f"the task could not be published: {type(exc).__name__}")
         raise
+
+
+def resume_active_run(app: Flask) -> int | None:
+    """At a worker's start: send the active run (queued or running), if any,
+    to ``rfm.calculate`` again; returns its id. A worker killed whole (its
+    main process too) leaves its task unacknowledged in Redis until the
+    visibility timeout, over an hour; this delivery takes the run over now.
+    Where the run is alive elsewhere, or already delivered, it is a
+    duplicate, which finds the run finished or its lock held and does
+    nothing."""
+    with app.app_context():
+        run = runs.active_run_by_engine(db.engine)
+    if run is None:
+        return None
+    log.info("resuming run %s (%s), active when this worker started", run["id"], run["status"])
+    publish(app, run["id"])
+    return int(run["id"])
 
 
 def _pool(app: Flask) -> ThreadPoolExecutor:

@@ -305,29 +305,46 @@ def purge_old_scores(engine: Engine, conn: Connection, keep_runs: int) -> None:
 
 def execute_run(engine: Engine, settings: RunSettings, run_id: int) -> RunRecord:
     """Run a queued run (or take over one whose process died). Safe to call
-    twice for the same run: a duplicate finds it finished, or the lock held."""
+    twice for the same run: a duplicate finds it finished, or the lock held
+    by a live execution."""
     deadline = time.monotonic() + TAKEOVER_WAIT_S
     while True:
         with _live_connection(engine) as conn, calculation_lock(conn) as got:
             run = get_run(conn, run_id)
             if run is None:
                 raise LookupError(f"run {run_id} does not exist")
-            # Running with the lock held: a live execution, or the server
-            # session of a killed one that is about to end (see CLIENT_CHECK_MS).
-            # SQLite's flock dies with its process, so there it is always live.
-            dying = conn.dialect.name == "postgresql" and run["status"] == "running"
-            if got or not dying or time.monotonic() >= deadline:
-                return _execute_locked(engine, conn, settings, run, got)
+            if got or not _worth_waiting(conn, run) or time.monotonic() >= deadline:
+                run, executed = _execute_locked(engine, conn, settings, run, got)
+                break
         time.sleep(0.2)
+    if executed and run["status"] == "succeeded":
+        # After the lock is released: a purge may wait seconds for readers of
+        # an old run, and a run requested meanwhile must find the lock free.
+        with _live_connection(engine) as conn:
+            purge_old_scores(engine, conn, settings.keep_runs)
+    return run
+
+
+def _worth_waiting(conn: Connection, run: RunRecord) -> bool:
+    """Whether a held lock will soon be free for this run. Queued: the holder
+    is the run before it, releasing the lock just after it became current
+    (the slot is free by then), or a duplicate of this run about to mark it
+    running. Running: on PostgreSQL the holder may be the server session of
+    a killed process, which ends within about a second (CLIENT_CHECK_MS);
+    SQLite's flock dies with its process, so there a holder is alive."""
+    if run["status"] == "queued":
+        return True
+    return conn.dialect.name == "postgresql" and run["status"] == "running"
 
 
 def _execute_locked(
     engine: Engine, conn: Connection, settings: RunSettings, run: RunRecord, got: bool
-) -> RunRecord:
-    """The rest of ``execute_run``, on the connection that tried the lock."""
+) -> tuple[RunRecord, bool]:
+    """The rest of ``execute_run``, on the connection that tried the lock;
+    also whether this call executed the run."""
     run_id = run["id"]
     if not got or run["status"] in ("succeeded", "failed"):
-        return run
+        return run, False
     if run["attempts"] >= MAX_ATTEMPTS:  # its worker died every time (OOM, kill)
         _finish(
             conn,
@@ -336,7 +353,7 @@ def _execute_locked(
             error=f"the calculation was interrupted {run['attempts']} times; giving up",
         )
         conn.commit()
-        return get_run(conn, run_id) or run
+        return get_run(conn, run_id) or run, False
     conn.execute(
         update(runs)
         .where(runs.c.id == run_id)
@@ -360,9 +377,7 @@ def _execute_locked(
         score_storage.discard_scores(engine, conn, run_id)
         if not isinstance(exc, Exception):
             raise
-    else:
-        purge_old_scores(engine, conn, settings.keep_runs)
-    return get_run(conn, run_id) or run
+    return get_run(conn, run_id) or run, True
 
 
 def calculate_now(

@@ -8,7 +8,7 @@ from celery import shared_task
 from celery.utils.log import get_task_logger
 from flask import current_app
 
-from . import runs
+from . import executor, runs
 from .extensions import db
 
 log = get_task_logger(__name__)
@@ -36,9 +36,13 @@ def calculate(run_id: int) -> dict[str, Any]:
 
 @shared_task(name="rfm.scheduled")
 def scheduled() -> dict[str, Any]:
-    """Beat tick: start a run unless one is active (ticks never stack)."""
+    """Beat tick: queue a run unless one is active, and send it to
+    ``rfm.calculate`` like any other. Executed there, a run whose worker is
+    killed is redelivered and taken over (at most ``MAX_ATTEMPTS`` times);
+    a redelivered tick would only have queued another run."""
     run, created = runs.request_run(db.engine, _settings(), "schedule")
     if not created:
         log.info("rfm.scheduled: run %s is %s; this tick is skipped", run["id"], run["status"])
         return {"run_id": run["id"], "status": run["status"], "skipped": True}
-    return _summary(runs.execute_run(db.engine, _settings(), run["id"]))
+    executor.publish(current_app._get_current_object(), run["id"])  # type: ignore[attr-defined]
+    return _summary(run)

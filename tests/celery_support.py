@@ -283,6 +283,9 @@ def running_worker(
 ) -> Iterator[Worker]:
     """``celery -A worker worker`` (prefork) on ``queue``, answering pings;
     stopped on exit."""
+    # A worker resumes the run it finds active when it starts (worker.py):
+    # none may be left over from an earlier test.
+    empty_tables_bounded(env["DATABASE_URL"])
     node = f"{queue}@{socket.gethostname()}"
     argv = [
         "celery", "-A", "worker", "worker", "--loglevel", "INFO",

@@ -4,21 +4,30 @@ never stack, and a real ``celery -A worker beat`` feeding the real worker."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import redis
 import sqlalchemy as sa
 from celery.beat import PersistentScheduler
 from celery.schedules import crontab
+from celery.utils.imports import symbol_by_name
 from flask import Flask
 
 from rfm_service import ConfigError, create_app, runs
-from rfm_service.celery_app import SCHEDULE_ENTRY
+from rfm_service.celery_app import (
+    SCHEDULE_ENTRY,
+    TickScheduler,
+    schedule_from_crontab,
+    tick_expiry,
+)
 from rfm_service.extensions import db
 from tests.celery_support import (
+    TEST_REDIS_URL,
     Worker,
-    get_run,
     run_settings,
     scalar,
     send_calculate,
@@ -26,7 +35,7 @@ from tests.celery_support import (
     start_service,
     wait_for_run,
 )
-from tests.conftest import add_orders
+from tests.conftest import add_orders, make_app
 
 pytest_plugins = ["tests.celery_support"]
 
@@ -150,15 +159,48 @@ def test_tick_while_a_run_is_running_does_not_stack(
 
 
 @pytest.mark.celery
-def test_tick_when_idle_runs_a_scheduled_calculation(worker_app: Flask) -> None:
+def test_tick_when_idle_sends_a_scheduled_run_to_the_worker(
+    worker_app: Flask, celery_worker: Worker
+) -> None:
+    """The tick queues the run and hands it to ``rfm.calculate``, whose
+    redelivery takes a run over when its worker is killed (a redelivered
+    tick used to queue a new run each time, never reaching the limit of
+    attempts)."""
     add_orders(worker_app, ORDERS)
 
     outcome = apply_scheduled(worker_app)
 
-    run = get_run(worker_app, int(outcome["run_id"]))  # type: ignore[call-overload]
-    assert outcome["status"] == "succeeded" and run["status"] == "succeeded"
-    assert run["trigger"] == "schedule"
+    assert outcome["status"] == "queued"
+    run = wait_for_run(worker_app, int(outcome["run_id"]))  # type: ignore[call-overload]
+    assert run["status"] == "succeeded", run["error"]
+    assert run["trigger"] == "schedule" and run["attempts"] == 1
     assert run["customers_scored"] == len(ORDERS)
+
+
+@pytest.mark.parametrize(
+    "expression, sent_at, expires",
+    [
+        ("* * * * *", dt.datetime(2026, 11, 25, 2, 0, 0, tzinfo=dt.UTC), 60),
+        ("* * * * *", dt.datetime(2026, 11, 25, 2, 0, 7, tzinfo=dt.UTC), 53),
+        ("*/15 * * * *", dt.datetime(2026, 11, 25, 10, 15, 0, tzinfo=dt.UTC), 900),
+        ("0 2 * * *", dt.datetime(2026, 11, 25, 2, 0, 0, tzinfo=dt.UTC), 86_400),
+        ("0 2,3 * * *", dt.datetime(2026, 11, 25, 2, 0, 0, tzinfo=dt.UTC), 3_600),
+    ],
+)
+def test_a_tick_expires_when_the_next_one_is_due(
+    expression: str, sent_at: dt.datetime, expires: float
+) -> None:
+    """A tick waiting behind a long run (or a worker that is down) is dropped
+    once the next is due, so ticks never stack into runs back to back."""
+    schedule = schedule_from_crontab(expression)
+    schedule.nowfun = lambda: sent_at
+    assert tick_expiry(schedule, sent_at) == expires
+
+
+def test_beat_uses_the_scheduler_that_sets_the_expiry() -> None:
+    app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"}, env={})
+    scheduler = app.extensions["celery"].conf.beat_scheduler
+    assert symbol_by_name(scheduler) is TickScheduler
 
 
 # --- a real beat process ---------------------------------------------------------
@@ -200,3 +242,36 @@ def test_beat_sends_a_missed_tick_to_the_worker(
     assert "backend_cleanup" not in log  # no results stored, so nothing else is scheduled
     assert run["trigger"] == "schedule" and run["status"] == "succeeded", run["error"]
     assert run["customers_scored"] == len(ORDERS)
+
+
+@pytest.mark.celery
+def test_beat_sends_each_tick_with_its_expiry(
+    pg_url: str, service_logs: Path, tmp_path: Path
+) -> None:
+    """The tick beat really sends, read back from Redis on a queue no worker
+    consumes: it expires when the next 02:00 UTC tick is due."""
+    queue = f"rfm-test-tick-{uuid.uuid4().hex[:8]}"
+    env = service_env(pg_url, queue)
+    app = make_app(pg_url, REDIS_URL=TEST_REDIS_URL, RFM_TASK_QUEUE=queue)
+    schedule_file = str(tmp_path / "celerybeat-schedule")
+    scheduler = PersistentScheduler(app=app.extensions["celery"], schedule_filename=schedule_file)
+    scheduler.schedule[SCHEDULE_ENTRY].last_run_at = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    scheduler.sync()
+    scheduler.close()
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    argv = ["celery", "-A", "worker", "beat", "--loglevel", "DEBUG", "--schedule", schedule_file]
+    try:
+        with start_service("celery-beat-expiry", argv, env, service_logs) as beat:
+            beat.wait_for("the tick in Redis", lambda: client.llen(queue) == 1, timeout=20)
+            sent = dt.datetime.now(dt.UTC)
+        message = json.loads(client.lindex(queue, 0))
+    finally:
+        client.delete(queue)
+        client.close()
+        app.extensions["celery"].close()
+    assert message["headers"]["task"] == "rfm.scheduled"
+    expires = dt.datetime.fromisoformat(message["headers"]["expires"])
+    next_tick = dt.datetime.combine(sent.date(), dt.time(2), tzinfo=dt.UTC)
+    if next_tick <= sent:
+        next_tick += dt.timedelta(days=1)
+    assert abs((expires - next_tick).total_seconds()) < 30

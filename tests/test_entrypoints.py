@@ -23,6 +23,7 @@ from tests.celery_support import (
     TEST_REDIS_URL,
     Service,
     control_app,
+    empty_tables_bounded,
     free_port,
     http_get,
     service_env,
@@ -358,6 +359,7 @@ def test_worker_starts_answers_ping_and_passes_its_healthcheck(
     pg_url: str, compose_queue: str, service_logs: Path
 ) -> None:
     env = local_env("worker", pg_url, compose_queue)
+    empty_tables_bounded(pg_url)  # it would resume a run an earlier test left active
     with start_service("compose-worker", command("worker"), env, service_logs) as worker:
         worker.wait_for("an answer to ping", lambda: _answers_ping(worker), timeout=20)
         assert f".> {compose_queue}" in worker.log()  # consumes RFM_TASK_QUEUE

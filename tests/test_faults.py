@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from tests.fault_support import (
     own_worker,
     private_postgres,
     private_redis,
+    process_gone,
     redis_queue_length,
     table_locked,
     wait_until,
@@ -453,3 +454,45 @@ def test_postgresql_restart_gives_503_then_recovers_by_itself() -> None:
             assert client.get("/readyz").status_code == 200
             assert set(hammer.statuses) <= {200, 503}, hammer.statuses
             assert not hammer.bad_bodies, hammer.bad_bodies[:3]
+
+
+@pytest.mark.celery
+def test_a_worker_killed_whole_has_its_run_taken_over_by_the_next_worker_to_start(
+    pg_url: str, service_logs: Path
+) -> None:
+    """SIGKILL to the worker's main process and its child: nothing requeues
+    the task, which stays unacknowledged in Redis until the visibility
+    timeout (over an hour). The next worker to start resumes the run."""
+    with (
+        own_worker(pg_url, service_logs, "whole") as worker,
+        app_on(
+            pg_url, REDIS_URL=TEST_REDIS_URL, RFM_TASK_QUEUE=worker.queue, RFM_EXECUTOR="celery"
+        ) as app,
+    ):
+        seed(app)
+        client = app.test_client()
+        with table_locked(app, "rfm_scores", "SHARE"):
+            posted = client.post("/api/rfm/calculate/", json={"as_of": NEW_AS_OF})
+            assert posted.status_code == 202
+            run_id = posted.get_json()["id"]
+            wait_until(
+                "the run to wait at ATTACH PARTITION",
+                lambda: any("ATTACH PARTITION" in q for q in blocked_statements(app)),
+            )
+            child = worker_child_pid(get_run(app, run_id))
+            for pid in (worker.service.pid, child):  # the main process first
+                with suppress(ProcessLookupError):  # gone with its parent
+                    os.kill(pid, signal.SIGKILL)
+            wait_until("both to die", lambda: process_gone(child), timeout=10)
+            worker.service.wait_for_exit()
+        assert get_run(app, run_id)["status"] == "running"  # and nobody runs it
+
+        argv = [
+            "celery", "-A", "worker", "worker", "--loglevel", "INFO", "--pool", "prefork",
+            "--concurrency", "1", "-Q", worker.queue, "--without-mingle", "--without-gossip",
+        ]  # fmt: skip
+        with start_service("worker-after", argv, worker.env, service_logs) as after:
+            done = wait_for_run(app, run_id, timeout=40)
+            assert f"resuming run {run_id} (running)" in after.log()
+        assert (done["status"], done["attempts"], done["error"]) == ("succeeded", 2, None)
+        assert served(client)["statistics"]["run_id"] == run_id

@@ -16,6 +16,7 @@ from flask import Flask
 
 from rfm_service import ConfigError, calculation, create_app, runs, score_storage
 from rfm_service.extensions import db
+from rfm_service.locks import calculation_lock
 from rfm_service.models import RFMRun, RFMScore
 from tests.conftest import add_orders
 
@@ -100,6 +101,28 @@ def test_second_calculation_is_refused_while_one_is_queued(app: Flask) -> None:
         assert (again["id"], created) == (queued["id"], False)
         assert runs.execute_run(db.engine, settings(app), queued["id"])["status"] == "succeeded"
     assert calculate(app)["status"] == "succeeded"  # and the next may start
+
+
+def test_a_run_that_finds_the_lock_still_held_waits_for_it(app: Flask) -> None:
+    """The run before frees its slot when it becomes current, and the lock a
+    moment later; a run requested in between found the lock held, and its
+    one delivery returned it untouched: queued for an hour (RFM_QUEUED_TIMEOUT),
+    refusing every other request meanwhile."""
+    seed(app, 1, 10)
+    with app.app_context():
+        engine = db.engine
+        queued, _ = runs.request_run(engine, settings(app), "api", AS_OF)
+        outcome: list[runs.RunRecord] = []
+        with engine.connect() as holder, calculation_lock(holder) as got:
+            assert got  # the run before, in its last moment
+            delivery = threading.Thread(
+                target=lambda: outcome.append(runs.execute_run(engine, settings(app), queued["id"]))
+            )
+            delivery.start()
+            time.sleep(1.0)
+            assert delivery.is_alive() and not outcome  # waiting, not gone
+        delivery.join(timeout=30)
+    assert outcome and outcome[0]["status"] == "succeeded", outcome
 
 
 def test_second_calculation_is_refused_while_one_runs(pg_app: Flask) -> None:
