@@ -100,6 +100,20 @@ def assert_complete(snapshot: dict[str, Any], run: runs.RunRecord) -> None:
     assert [row["customer_id"] for row in rows] == list(range(1, CUSTOMERS + 1))
 
 
+def post_a_stalled_run(app: Flask, client: FlaskClient) -> int:
+    """POST a calculation and wait until it waits at ATTACH PARTITION, in its
+    transaction, holding the calculation lock (the caller holds a SHARE lock
+    on ``rfm_scores``: ``table_locked``); readers are not blocked."""
+    posted = client.post("/api/rfm/calculate/", json={"as_of": NEW_AS_OF})
+    assert posted.status_code == 202
+    run_id = int(posted.get_json()["id"])
+    wait_until(
+        "the run to wait at ATTACH PARTITION",
+        lambda: any("ATTACH PARTITION" in q for q in blocked_statements(app)),
+    )
+    return run_id
+
+
 @contextmanager
 def app_on(url: str, **config: Any) -> Iterator[Flask]:
     """An app on ``url`` with empty tables; its pool is closed afterwards.
@@ -177,16 +191,9 @@ def test_worker_killed_mid_calculation_keeps_old_scores_and_the_redelivery_finis
         before = served(client)
         assert_complete(before, old)
 
-        # Stall the run for real: it waits at ATTACH PARTITION, in its
-        # transaction, holding the calculation lock; readers are not blocked.
+        # Stall the run for real.
         with table_locked(app, "rfm_scores", "SHARE"):
-            posted = client.post("/api/rfm/calculate/", json={"as_of": NEW_AS_OF})
-            assert posted.status_code == 202
-            run_id = posted.get_json()["id"]
-            wait_until(
-                "the run to wait at ATTACH PARTITION",
-                lambda: any("ATTACH PARTITION" in q for q in blocked_statements(app)),
-            )
+            run_id = post_a_stalled_run(app, client)
             victim = worker_child_pid(get_run(app, run_id))
             assert victim != worker.service.pid  # the prefork child, not the parent
 
@@ -472,13 +479,7 @@ def test_a_worker_killed_whole_has_its_run_taken_over_by_the_next_worker_to_star
         seed(app)
         client = app.test_client()
         with table_locked(app, "rfm_scores", "SHARE"):
-            posted = client.post("/api/rfm/calculate/", json={"as_of": NEW_AS_OF})
-            assert posted.status_code == 202
-            run_id = posted.get_json()["id"]
-            wait_until(
-                "the run to wait at ATTACH PARTITION",
-                lambda: any("ATTACH PARTITION" in q for q in blocked_statements(app)),
-            )
+            run_id = post_a_stalled_run(app, client)
             child = worker_child_pid(get_run(app, run_id))
             for pid in (worker.service.pid, child):  # the main process first
                 with suppress(ProcessLookupError):  # gone with its parent

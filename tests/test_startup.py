@@ -50,12 +50,10 @@ def test_entry_point_freezes_the_app_and_leaves_collection_on(module: str, tmp_p
     assert state["frozen"] > 10_000
 
 
-@pytest.mark.parametrize(("module", "status"), [("wsgi", 3), ("worker", 1)])
-def test_a_configuration_error_still_exits_with_its_reason(
-    module: str, status: int, tmp_path: Path
-) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", f"import {module}"],
+def _misconfigured(argv: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``argv`` run with a setting the service refuses (RFM_INDEX_WORKERS=-1)."""
+    return subprocess.run(
+        argv,
         cwd=ROOT,
         env=_env(tmp_path, RFM_INDEX_WORKERS="-1"),
         capture_output=True,
@@ -63,6 +61,13 @@ def test_a_configuration_error_still_exits_with_its_reason(
         timeout=60,
         check=False,
     )
+
+
+@pytest.mark.parametrize(("module", "status"), [("wsgi", 3), ("worker", 1)])
+def test_a_configuration_error_still_exits_with_its_reason(
+    module: str, status: int, tmp_path: Path
+) -> None:
+    done = _misconfigured([sys.executable, "-c", f"import {module}"], tmp_path)
     assert done.returncode == status
     assert done.stderr.strip().splitlines()[-1] == (
         "rfm-service: configuration error: RFM_INDEX_WORKERS must be 0 or more"
@@ -71,15 +76,8 @@ def test_a_configuration_error_still_exits_with_its_reason(
 
 def test_gunicorn_stops_on_a_configuration_error(tmp_path: Path) -> None:
     """It once restarted the failing worker several times a second, forever."""
-    done = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", "127.0.0.1:0", "wsgi:app"],
-        cwd=ROOT,
-        env=_env(tmp_path, RFM_INDEX_WORKERS="-1"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    argv = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", "127.0.0.1:0", "wsgi:app"]
+    done = _misconfigured(argv, tmp_path)
     assert done.returncode != 0
     reason = "rfm-service: configuration error: RFM_INDEX_WORKERS must be 0 or more"
     assert 1 <= done.stderr.count(reason) <= 2  # once per worker that started
