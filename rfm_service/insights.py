@@ -19,7 +19,7 @@ import copy
 import datetime as dt
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -192,19 +192,38 @@ def resolve_pair(
     return before, to
 
 
-def check_segment(rules: Sequence[Rule], text_value: str, role: str) -> str:
+def check_segment(
+    rules: Sequence[Rule], text_value: str, role: str, also: Iterable[str] = ()
+) -> str:
     """A segment name (any case or slug) or the pseudo-segment "(none)" (or
-    "none", unless a real segment is called that)."""
+    "none", unless a real segment is called that). ``also``: names valid
+    besides the rule table's, such as those of the runs compared when a rule
+    file changed in between (the matrix lists them, with links)."""
     wanted = text_value.strip().lower()
     name = None if wanted == NONE else resolve_segment(rules, text_value)
+    if name is None and wanted:
+        name = next((s for s in also if wanted in (s.lower(), slugify(s)) and s != NONE), None)
     if name is None and wanted in (NONE, slugify(NONE)):
         return NONE
     if name is None:
+        names = segment_names(rules)
+        extra = sorted(set(also) - set(names) - {NONE})
         raise InsightError(
-            f"{role}: unknown segment {text_value!r}; valid: "
-            f"{', '.join([*segment_names(rules), NONE])}"
+            f"{role}: unknown segment {text_value!r}; valid: {', '.join([*names, *extra, NONE])}"
         )
     return name
+
+
+def pair_segment(
+    conn: Connection, rules: Sequence[Rule], before: RunRef, after: RunRef, text: str, role: str
+) -> str:
+    """``check_segment`` for a cell of the pair's matrix: a name the rule table
+    no longer has is valid if either run has it (the matrix links it)."""
+    try:
+        return check_segment(rules, text, role)
+    except InsightError:  # only then the pair's segments, from the cached matrix
+        seen = {s for pair in cached_transition_counts(conn, before, after) for s in pair}
+        return check_segment(rules, text, role, seen)
 
 
 # -- movement -------------------------------------------------------------------

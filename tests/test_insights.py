@@ -12,6 +12,7 @@ import random
 import re
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,7 +23,7 @@ from flask import Flask
 from rfm_service import runs
 from rfm_service.extensions import db
 
-from .conftest import add_orders
+from .conftest import add_orders, close_app, make_app
 from .reference import reference_scores
 from .test_api import all_results, assert_error, calculate, get_json
 
@@ -481,3 +482,51 @@ def test_openapi_documents_the_insight_endpoints(two_runs: dict[str, Any]) -> No
     assert set(grid["cells"][0]) == set(schemas["GridCell"]["properties"])
     csv_answer = spec["paths"]["/api/rfm/export.csv"]["get"]["responses"]["200"]
     assert list(csv_answer["content"]) == ["text/csv"]
+
+
+def test_cells_tie_in_the_matrix_order(two_runs: dict[str, Any]) -> None:
+    """Equal counts came back in whatever order the database grouped them,
+    which differed between PostgreSQL and SQLite."""
+    body = get_json(two_runs["app"].test_client(), "/api/rfm/transitions/")
+    order = {name: i for i, name in enumerate(body["segments"])}
+    keys = [
+        (-c["customers"], order[c["from_segment"]], order[c["to_segment"]]) for c in body["cells"]
+    ]
+    assert keys == sorted(keys)
+    counts = Counter(c["customers"] for c in body["cells"])
+    assert any(n > 1 for n in counts.values())  # the data has ties to order
+
+
+def test_cell_links_work_for_segments_of_an_earlier_rule_file(
+    two_runs: dict[str, Any], tmp_path: Path
+) -> None:
+    """A run made under another rule file: the matrix lists its segments with
+    links, which the listing refused as unknown segments."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[segment]]\nname = "Top Tier"\nr = [4, 5]\nf = [1, 5]\nm = [1, 5]\n\n'
+        '[[segment]]\nname = "Bottom"\nr = [1, 3]\nf = [1, 5]\nm = [1, 5]\n'
+    )
+    app = two_runs["app"]
+    other = make_app(app.config["SQLALCHEMY_DATABASE_URI"], RFM_SEGMENT_RULES=str(rules))
+    try:
+        custom = calculate(other, AS_OF)
+    finally:
+        close_app(other)
+    client = app.test_client()
+    url = f"/api/rfm/transitions/?from_run={two_runs['late']}&to_run={custom['id']}"
+    cells = get_json(client, url)["cells"]
+    assert {c["to_segment"] for c in cells} == {"Top Tier", "Bottom"}
+    for cell in cells:
+        listed = all_results(client, cell["customers_url"])
+        assert len(listed) == cell["customers"], cell
+        assert {r["to"]["segment"] for r in listed} == {cell["to_segment"]}
+    top = get_json(client, f"{url}&from_segment=lost&to_segment=top-tier")  # by slug too
+    lost_to_top = [c for c in cells if (c["from_segment"], c["to_segment"]) == ("Lost", "Top Tier")]
+    assert top["count"] == sum(c["customers"] for c in lost_to_top)
+    assert_error(
+        client.get(f"{url}&from_segment=lost&to_segment=middle"),
+        400,
+        "to_segment: unknown segment 'middle'",
+        "Bottom, Top Tier, (none)",
+    )

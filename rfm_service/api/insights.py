@@ -99,10 +99,15 @@ def transitions(args: dict[str, Any]) -> Any:
     with db.engine.connect() as conn:
         before, after = insights.resolve_pair(conn, args.get("from_run"), args.get("to_run"))
         if "from_segment" in args:
-            return _customer_page(conn, before.id, after.id, args)
+            cell = {
+                role: insights.pair_segment(conn, rules, before, after, args[role], role)
+                for role in ("from_segment", "to_segment")
+            }
+            return _customer_page(conn, before.id, after.id, {**args, **cell})
         counts = insights.cached_transition_counts(conn, before, after)
     body = insights.movement(counts, rules)
     body.update(from_run=before, to_run=after, none_segment=insights.NONE)
+    order = {name: i for i, name in enumerate(body["segments"])}
     body["cells"] = [
         {
             "from_segment": source,
@@ -110,7 +115,11 @@ def transitions(args: dict[str, Any]) -> Any:
             "customers": n,
             "customers_url": _cell_url(before.id, after.id, source, target),
         }
-        for (source, target), n in sorted(counts.items(), key=lambda item: -item[1])
+        # Largest first, ties in the matrix's order: the same on both databases.
+        for (source, target), n in sorted(
+            counts.items(),
+            key=lambda item: (-item[1], order[item[0][0]], order[item[0][1]]),
+        )
     ]
     return TransitionsSchema().dump(body)
 

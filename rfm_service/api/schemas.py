@@ -227,18 +227,9 @@ _TRANSITION_SEGMENT_HELP = (
 
 
 class TransitionSegment(fields.String):
-    """A segment name or slug, or the pseudo-segment "(none)"."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        from flask import current_app  # here: the schema module's imports stay as they were
-
-        from ..insights import InsightError, check_segment
-
-        text = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            return check_segment(current_app.extensions["rfm_rules"], text, "segment")
-        except InsightError as exc:
-            raise ma.ValidationError(str(exc).removeprefix("segment: ")) from None
+    """A segment name or slug, or the pseudo-segment "(none)". Checked once
+    the runs are known (``insights.pair_segment``): a segment of an earlier
+    rule file is valid for runs that have it."""
 
 
 class TransitionQuery(PageQuery):
