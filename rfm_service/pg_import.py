@@ -10,7 +10,8 @@ Two ways in, each ONE transaction:
   insertions and foreign-key lookups, and no VACUUM pass over the rows),
   then the missing customers from the loaded rows, then the foreign keys
   again, validated by PostgreSQL. This holds an ACCESS EXCLUSIVE lock on
-  ``orders`` (readers wait) until it commits.
+  ``orders`` (readers wait) until it commits, and on ``customers`` too:
+  dropping the foreign key locks the table it references.
 - ``staged copy`` otherwise: COPY into a typed TEMP staging table whose
   identity column numbers the lines, then the merge every path shares
   (``order_merge``), which skips order ids already present.

@@ -267,6 +267,12 @@ def _calculate(engine: Engine, conn: Connection, run: RunRecord, settings: RunSe
     calculated_at = utcnow()
     score_storage.discard_scores(engine, conn, run["id"])  # a dead attempt's rows
     with conn.begin():
+        if conn.dialect.name == "postgresql":
+            # One snapshot for the scores and the statistics: under READ
+            # COMMITTED an import committing between them was counted in the
+            # statistics (customers without orders) but not in the scores.
+            # SQLite's write transaction keeps an import out anyway.
+            conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
         settings.tune(conn)
         _watch_client(conn)
         scored = score_storage.write_scores(

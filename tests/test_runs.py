@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from rfm_service import ConfigError, calculation, create_app, runs, score_storage
+from rfm_service import ConfigError, calculation, create_app, ingest, runs, score_storage
 from rfm_service.extensions import db
 from rfm_service.locks import calculation_lock
 from rfm_service.models import RFMRun, RFMScore
@@ -469,3 +470,44 @@ def test_the_calculation_gets_its_query_workers(pg_app: Flask) -> None:
 def test_a_negative_query_worker_count_is_refused() -> None:
     with pytest.raises(ConfigError, match="RFM_QUERY_WORKERS must be 0 or more"):
         create_app(env={"RFM_QUERY_WORKERS": "-1", "RFM_PROFILE": "embedded"})
+
+
+def test_the_statistics_see_the_orders_the_scores_saw(pg_app: Flask) -> None:
+    """An import committing after the scoring statement but before the
+    statistics: its customers were counted as customers without orders, who
+    all had orders (the run saw none of them)."""
+    seed(pg_app, 1, 30)
+    with pg_app.app_context():
+        engine = db.engine
+        outcome: list[runs.RunRecord] = []
+        with engine.connect() as holder:
+            # The run waits at ATTACH PARTITION: after its scores, before its statistics.
+            holder.execute(sa.text("LOCK TABLE rfm_scores IN SHARE MODE"))
+            calculation = threading.Thread(target=lambda: outcome.append(calculate(pg_app)))
+            calculation.start()
+            deadline = time.monotonic() + 20
+            while not _waits_for_a_lock(engine) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _waits_for_a_lock(engine), "the run never reached its ATTACH PARTITION"
+            new_customers = "customer_id,ordered_at,total_amount\n" + "".join(
+                f"{c},2026-02-10T12:00:00Z,5.00\n" for c in range(31, 41)
+            )
+            imported = ingest.import_orders(engine, io.BytesIO(new_customers.encode()))
+            assert imported.customers_created == 10
+            holder.rollback()
+        calculation.join(timeout=30)
+    run = outcome[0]
+    assert run["status"] == "succeeded" and run["customers_scored"] == 30
+    assert run["statistics"]["customers_without_orders"] == 0
+
+
+def _waits_for_a_lock(engine: sa.Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(
+            conn.execute(
+                sa.text(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE '%ATTACH PARTITION%'"
+                )
+            ).scalar()
+        )
