@@ -46,6 +46,11 @@ def database_failure(exc: DBAPIError) -> str:
     if getattr(exc.orig, "pgcode", None) == "57014":  # query_canceled
         limit = current_app.config["RFM_TIME_LIMIT"]
         return f"the statement exceeded the time limit of {limit} s (RFM_TIME_LIMIT)"
+    if "database is locked" in first_line(exc):  # SQLite, past its busy timeout
+        return (
+            "the database stayed locked by another writer (on SQLite, a calculation "
+            "holds the write lock while it scores); try again when it has finished"
+        )
     url = db.engine.url.render_as_string(hide_password=True)
     try:
         with db.engine.connect() as conn:

@@ -177,6 +177,13 @@ def request_run(
     as_of = check_as_of(as_of)
     for _ in range(3):
         with _live_connection(engine) as conn:
+            # Read first: on SQLite a running calculation holds the write lock
+            # for its whole scoring phase, and the INSERT below would wait for
+            # it (up to the 30 s busy timeout) just to learn a run is active.
+            active = active_run(conn)
+            conn.rollback()
+            if active is not None and _stale_reason(conn, active, settings) is None:
+                return active, False
             try:
                 run_id = conn.execute(
                     insert(runs)

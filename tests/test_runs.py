@@ -511,3 +511,22 @@ def _waits_for_a_lock(engine: sa.Engine) -> bool:
                 )
             ).scalar()
         )
+
+
+def test_a_request_while_sqlite_is_write_locked_returns_the_active_run_at_once(
+    sqlite_app: Flask,
+) -> None:
+    """A calculation on SQLite holds the write lock while it scores; a second
+    request used to wait for it at its INSERT (30 s, then 503 or a second
+    run) instead of returning the active run."""
+    with sqlite_app.app_context():
+        engine = db.engine
+        active, _ = runs.request_run(engine, settings(sqlite_app), "api", AS_OF)
+        with engine.connect() as writer:
+            writer.exec_driver_sql("BEGIN IMMEDIATE")  # the calculation's write lock
+            started = time.monotonic()
+            again, created = runs.request_run(engine, settings(sqlite_app), "cli", AS_OF)
+            waited = time.monotonic() - started
+            writer.rollback()
+    assert (again["id"], created) == (active["id"], False)
+    assert waited < 5, waited
