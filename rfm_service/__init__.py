@@ -76,11 +76,13 @@ def configure(app: Flask, config: Mapping[str, Any] | None, env: Mapping[str, st
             raise ConfigError(f"{workers} must be 0 or more")
         if app.config[workers] > MAX_WORKERS:
             raise ConfigError(f"{workers} must be at most {MAX_WORKERS} (PostgreSQL's limit)")
-    for key, name in (
-        ("RFM_TIME_LIMIT", "RFM_TIME_LIMIT"),
-        ("RFM_QUEUED_TIMEOUT", "RFM_QUEUED_TIMEOUT"),
-        ("MAX_CONTENT_LENGTH", "RFM_MAX_BODY_BYTES"),
-    ):
+    # Config key -> the environment variable that sets it.
+    positive = {
+        "RFM_TIME_LIMIT": "RFM_TIME_LIMIT",
+        "RFM_QUEUED_TIMEOUT": "RFM_QUEUED_TIMEOUT",
+        "MAX_CONTENT_LENGTH": "RFM_MAX_BODY_BYTES",
+    }
+    for key, name in positive.items():
         if app.config[key] < 1:
             raise ConfigError(f"{name} must be 1 or more, got {app.config[key]}")
     if not MEMORY.fullmatch(app.config["RFM_WORK_MEM"]):

@@ -175,6 +175,7 @@ def request_run(
     """Record a queued run; returns ``(run, True)``, or ``(active, False)``
     when a run is queued or running already."""
     as_of = check_as_of(as_of)
+    active: RunRecord | None = None
     for _ in range(3):
         with _live_connection(engine) as conn:
             # Read first: on SQLite a running calculation holds the write lock
@@ -182,8 +183,16 @@ def request_run(
             # it (up to the 30 s busy timeout) just to learn a run is active.
             active = active_run(conn)
             conn.rollback()
-            if active is not None and _stale_reason(conn, active, settings) is None:
-                return active, False
+            if active is not None:
+                reason = _stale_reason(conn, active, settings)
+                if reason is None:
+                    return active, False
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.id == active["id"], runs.c.active_slot == 1)
+                    .values(status="failed", error=reason, active_slot=None, finished_at=utcnow())
+                )
+                conn.commit()
             try:
                 run_id = conn.execute(
                     insert(runs)
@@ -199,20 +208,8 @@ def request_run(
                 ).scalar_one()
                 conn.commit()
                 return get_run(conn, run_id) or {}, True
-            except IntegrityError:
+            except IntegrityError:  # another request took the slot meanwhile: read it
                 conn.rollback()
-            active = active_run(conn)
-            if active is None:  # it finished between our insert and this read
-                continue
-            reason = _stale_reason(conn, active, settings)
-            if reason is None:
-                return active, False
-            conn.execute(
-                update(runs)
-                .where(runs.c.id == active["id"], runs.c.active_slot == 1)
-                .values(status="failed", error=reason, active_slot=None, finished_at=utcnow())
-            )
-            conn.commit()
     raise CalculationBusy(active["id"] if active else 0)
 
 
