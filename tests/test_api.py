@@ -474,6 +474,12 @@ def test_bad_calculate_body_is_4xx_and_starts_nothing(
     assert get_json(client, "/api/rfm/jobs/")["count"] == 0
 
 
+def test_as_of_out_of_range_names_the_field_once(client: FlaskClient) -> None:
+    response = client.post("/api/rfm/calculate/", json={"as_of": "1800-01-01"})
+    detail = assert_error(response, 400)
+    assert detail == "as_of 1800-01-01 is outside 1900-01-01 .. 9999-12-30"
+
+
 def test_jobs_list_is_newest_first_and_paginated(app: Flask) -> None:
     add_orders(app, orders_for(6))
     ids = [calculate(app, AS_OF - dt.timedelta(days=d))["id"] for d in range(3)]
@@ -506,6 +512,28 @@ def test_every_error_is_json_detail(client: FlaskClient) -> None:
     assert "GET" in response.headers["Allow"]
     assert_error(client.get("/api/rfm/calculate/"), 405)
     assert_error(client.delete("/api/rfm/jobs/1/"), 405)
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("POST", "/api/rfm/1"),
+        ("GET", "/api/rfm/calculate"),
+        ("POST", "/api/rfm/statistics"),
+        ("DELETE", "/api/rfm/jobs"),
+        ("POST", "/api/rfm/by-segment"),
+    ],
+)
+def test_wrong_method_without_trailing_slash_is_405(
+    client: FlaskClient, method: str, path: str
+) -> None:
+    # Not a 404 claiming that '1' (or 'calculate') "is not a customer id".
+    with_slash = client.open(path + "/", method=method)
+    assert with_slash.status_code == 405
+    response = client.open(path, method=method)
+    detail = assert_error(response, 405, "method")
+    assert "customer id" not in detail
+    assert response.headers["Allow"] == with_slash.headers["Allow"]
 
 
 def test_without_trailing_slash_answers_directly(scored: Flask) -> None:

@@ -22,10 +22,12 @@ from werkzeug.datastructures import Headers
 from werkzeug.exceptions import (
     HTTPException,
     InternalServerError,
+    MethodNotAllowed,
     NotFound,
     RequestEntityTooLarge,
     abort,
 )
+from werkzeug.routing import RoutingException
 
 from .. import runs
 from ..executor import ExecutorUnavailable
@@ -77,7 +79,27 @@ def validation_detail(messages: Any) -> str:
     return "; ".join(lines) or "invalid request"
 
 
+def _slashless_method_not_allowed(error: HTTPException) -> HTTPException:
+    """A wrong method on a path written without its trailing slash
+    (``POST /api/rfm/1``, ``GET /api/rfm/calculate``): werkzeug's
+    ``strict_slashes=False`` fallback answers 404 there, where the path
+    with the slash answers 405. Answer the same 405."""
+    if not isinstance(error, NotFound) or request.url_rule is not None:
+        return error
+    if request.path.endswith("/"):
+        return error
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    try:
+        adapter.match(request.path + "/", method=request.method)
+    except MethodNotAllowed as exc:
+        return exc
+    except (HTTPException, RoutingException):
+        pass
+    return error
+
+
 def _error_response(error: HTTPException) -> tuple[Response, int, Headers]:
+    error = _slashless_method_not_allowed(error)
     code = error.code or 500
     data = getattr(error, "data", None) or {}
     if "messages" in data or "errors" in data:
@@ -140,7 +162,7 @@ def _database_unavailable(
 
 
 def _invalid_as_of(exc: runs.InvalidAsOf) -> tuple[Response, int]:
-    return jsonify(detail=f"as_of: {exc}"), 400
+    return jsonify(detail=str(exc)), 400  # the reason starts with "as_of" itself
 
 
 def _busy(exc: runs.CalculationBusy) -> tuple[Response, int]:
