@@ -28,4 +28,6 @@ RUN python -m compileall -q rfm_service migrations wsgi.py worker.py
 
 USER rfm
 EXPOSE 8000 5555
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "wsgi:app"]
+# Threads (gthread): a sync worker is killed after --timeout (30 s) even while
+# it streams a download, which cut a CSV export to a slow client short.
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "wsgi:app"]

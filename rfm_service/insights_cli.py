@@ -38,6 +38,8 @@ def _segment(value: str | None) -> str | None:
 def _write_atomically(target: Path, chunks: Iterable[str]) -> None:
     """Write beside ``target`` and rename when complete: a failed export
     leaves no half-written file (and an earlier export stays intact)."""
+    if target.is_dir():  # checked first: os.replace would refuse it after the whole export
+        raise click.ClickException(f"cannot write {target}: it is a directory")
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
@@ -47,6 +49,9 @@ def _write_atomically(target: Path, chunks: Iterable[str]) -> None:
             for chunk in chunks:
                 out.write(chunk)
         os.replace(tmp, target)
+    except OSError as exc:  # disk full, a directory created meanwhile, ...
+        Path(tmp).unlink(missing_ok=True)
+        raise click.ClickException(f"cannot write {target}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -24,14 +24,25 @@ class SchemaMismatch(RuntimeError):
 
 
 @cache
-def release_head() -> str:
-    """The newest migration this release ships (read once per process)."""
+def _scripts() -> ScriptDirectory:
     config = Config()
     config.set_main_option("script_location", MIGRATIONS_DIR)
-    head = ScriptDirectory.from_config(config).get_current_head()
+    return ScriptDirectory.from_config(config)
+
+
+@cache
+def release_head() -> str:
+    """The newest migration this release ships (read once per process)."""
+    head = _scripts().get_current_head()
     if head is None:
         raise RuntimeError(f"no migrations in {MIGRATIONS_DIR}")
     return head
+
+
+@cache
+def release_revisions() -> frozenset[str]:
+    """Every migration this release ships."""
+    return frozenset(script.revision for script in _scripts().walk_revisions())
 
 
 def database_revision(conn: Connection) -> str | None:
@@ -48,6 +59,14 @@ def schema_problem(conn: Connection) -> str | None:
         return None
     if have is None:
         return "the database has no schema yet: run `flask db upgrade`"
+    if have not in release_revisions():
+        # A newer release migrated it (or it is another application's):
+        # `flask db upgrade` of this release cannot reach it.
+        return (
+            f"the database schema is at revision {have}, which this release does not know "
+            f"(its newest is {want}): the database is newer than this release; deploy the "
+            "release that migrated it"
+        )
     return (
         f"the database schema is at revision {have} and this release needs {want}: "
         "run `flask db upgrade`"

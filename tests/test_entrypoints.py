@@ -5,6 +5,7 @@ passes), then stops cleanly."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import socket
@@ -403,3 +404,24 @@ def test_flower_starts_behind_basic_auth_and_passes_its_healthcheck(
         user, password = OPERATOR_VARIABLES["FLOWER_BASIC_AUTH"].split(":")
         assert http_get(url, auth=(user, password))[0] == 200
         healthcheck("flower", {"127.0.0.1:5555": f"127.0.0.1:{port}"}, env)
+
+
+def _threaded(argv: list[str]) -> bool:
+    """gunicorn runs its gthread worker with --threads above 1."""
+    for flag, value in itertools.pairwise(argv):
+        if flag == "--threads" and int(value) > 1:
+            return True
+        if flag in ("--worker-class", "-k") and value == "gthread":
+            return True
+    return any(arg.startswith("--threads=") and int(arg.split("=", 1)[1]) > 1 for arg in argv)
+
+
+def test_web_does_not_kill_a_long_download() -> None:
+    """A sync worker counts a response still being streamed against
+    --timeout (30 s) and is killed with it: a CSV export to a client slower
+    than 13 MB in 30 s ended cut short (curl: exit 18). gthread workers
+    notify the arbiter while a thread streams."""
+    assert _threaded(command("web"))
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    (cmd,) = re.findall(r"^CMD (\[.*\])$", dockerfile, re.M)
+    assert _threaded(json.loads(cmd))

@@ -195,6 +195,13 @@ def test_cli_export_errors(app: Flask, tmp_path: Path) -> None:
     result = runner.invoke(args=["export-rfm", str(tmp_path / "missing" / "x.csv")])
     assert result.exit_code == 1 and "cannot write" in result.output
     assert "Traceback" not in result.output
+    (tmp_path / "out").mkdir()
+    result = runner.invoke(args=["export-rfm", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        f"Error: cannot write {tmp_path / 'out'}: it is a directory"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary file left
 
 
 def test_export_during_a_recalculation_stays_on_its_run(pg_app: Flask) -> None:

@@ -93,3 +93,49 @@ def test_a_database_behind_the_release_fails_runs_with_the_remedy(blank_app: Fla
     with blank_app.app_context():
         run = runs.calculate_now(db.engine, runs.RunSettings.from_app(blank_app), "cli")
     assert run["status"] == "succeeded", run["error"]
+
+
+def test_api_requests_against_an_older_schema_get_503_with_the_remedy(blank_url: str) -> None:
+    """The service started before `flask db upgrade`: every read said 500
+    "internal server error" on PostgreSQL (a missing table is a
+    ProgrammingError there) and "the database is unavailable" on SQLite,
+    though the database was up; now it is /readyz's reason, as a 503."""
+    app = make_app(blank_url, RFM_AUTH="on")
+    try:
+        client = app.test_client()
+        token = {"Authorization": "Bearer rfm_whatever"}
+        reason = "the database has no schema yet: run `flask db upgrade`"
+        for path in ("/api/rfm/", "/api/rfm/export.csv", "/api/rfm/statistics/"):
+            answer = client.get(path, headers=token)
+            assert (answer.status_code, answer.get_json()) == (503, {"detail": reason}), path
+        # The first release's schema has no api_tokens: the token lookup fails.
+        first = min(h for h, parent in parents().items() if parent is None)
+        with app.app_context():
+            upgrade(revision=first)
+        answer = client.get("/api/rfm/export.csv", headers=token)
+        assert answer.status_code == 503
+        assert answer.get_json()["detail"] == (
+            f"the database schema is at revision {first} and this release needs "
+            f"{release_head()}: run `flask db upgrade`"
+        )
+    finally:
+        close_app(app)
+
+
+def test_a_database_ahead_of_the_release_does_not_say_upgrade(blank_app: Flask) -> None:
+    """A revision this release does not ship (a newer release migrated the
+    database, then this one was deployed): `flask db upgrade` cannot help,
+    it fails with "Can't locate revision", so the reason must not offer it."""
+    with blank_app.app_context():
+        upgrade()
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = 'f00dfeedbeef'"))
+    add_orders(blank_app, [(1, dt.datetime(2026, 1, 5, 12, tzinfo=dt.UTC), "10.00")])
+    ready = blank_app.test_client().get("/readyz")
+    assert ready.status_code == 503
+    reason = ready.get_json()["detail"]
+    assert "f00dfeedbeef" in reason and "newer than this release" in reason
+    assert "flask db upgrade" not in reason
+    cli = blank_app.test_cli_runner().invoke(args=["calculate-rfm", "--as-of", "2026-01-31"])
+    assert cli.exit_code == 1
+    assert cli.output.strip() == f"Error: run 1 failed: {reason}"

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import marshmallow as ma
 from flask import Flask, Response, current_app, jsonify, request
 from flask_smorest import Api
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import (
@@ -31,7 +31,9 @@ from werkzeug.routing import RoutingException
 
 from .. import runs
 from ..executor import ExecutorUnavailable
+from ..extensions import db
 from ..models import MAX_ID
+from ..schema_version import schema_problem
 
 # Where webargs found a bad value, as a user would name it.
 _LOCATION_NAMES = {"json": "request body", "query": "query string", "view_args": "path"}
@@ -151,9 +153,49 @@ def _executor_unavailable(exc: ExecutorUnavailable) -> tuple[Response, int, dict
     return jsonify(detail=str(exc)), 503, {"Retry-After": "30"}
 
 
+# A table or column the statement names is missing: PostgreSQL's
+# undefined_table / undefined_column, SQLite's words for them.
+_MISSING_PGCODES = frozenset({"42P01", "42703"})
+_MISSING_SQLITE = ("no such table", "no such column")
+
+
+def _schema_reason(exc: BaseException) -> str | None:
+    """Why a statement failed when the cause is a schema this release was
+    not written for (`flask db upgrade` forgotten): the same one-line
+    reason `/readyz` gives. None for any other failure."""
+    if not isinstance(exc, DBAPIError):
+        return None
+    orig = exc.orig
+    missing = getattr(orig, "pgcode", None) in _MISSING_PGCODES or any(
+        words in str(orig) for words in _MISSING_SQLITE
+    )
+    if not missing:
+        return None
+    try:
+        with db.engine.connect() as conn:
+            return schema_problem(conn)
+    except SQLAlchemyError:
+        return None
+
+
+def _schema_mismatch(reason: str) -> tuple[Response, int, dict[str, str]]:
+    return jsonify(detail=reason), 503, {"Retry-After": "30"}
+
+
+def _database_error(exc: ProgrammingError) -> Any:
+    reason = _schema_reason(exc)
+    if reason is not None:
+        return _schema_mismatch(reason)
+    current_app.logger.error("database error", exc_info=exc)
+    return _error_response(InternalServerError(original_exception=exc))
+
+
 def _database_unavailable(
     exc: OperationalError | PoolTimeout,
 ) -> tuple[Response, int, dict[str, str]]:
+    reason = _schema_reason(exc)
+    if reason is not None:
+        return _schema_mismatch(reason)
     # Connection refused, server restarting, too many clients, every pooled
     # connection busy: transient, so
     # a 503 the client may retry rather than a 500 (logged, never shown).
@@ -172,6 +214,7 @@ def _busy(exc: runs.CalculationBusy) -> tuple[Response, int]:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ExecutorUnavailable, _executor_unavailable)
     app.register_error_handler(OperationalError, _database_unavailable)
+    app.register_error_handler(ProgrammingError, _database_error)
     app.register_error_handler(PoolTimeout, _database_unavailable)
     app.register_error_handler(runs.InvalidAsOf, _invalid_as_of)
     app.register_error_handler(runs.CalculationBusy, _busy)
