@@ -297,3 +297,49 @@ def test_totals_up_to_the_largest_monetary_score_alike_and_beyond_it_fail_alike(
     with app.app_context():
         current = db.session.execute(sa.select(RFMRun.id).where(RFMRun.is_current)).scalars()
         assert list(current) == [first["id"]]
+
+
+@pytest.mark.parametrize(
+    "days, amounts",
+    [
+        # Recency 5 falls into scores 3 and 4, monetary 5.00 into 3 and 4.
+        ([9, 9, 8, 8, 5, 5, 5, 3, 1, 0], [1, 2, 3, 4, 5, 5, 5, 8, 9, 10]),
+        # All distinct: nothing split.
+        ([9, 8, 7, 6, 5, 4, 3, 2, 1, 0], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
+        # One value each: split wherever there is more than one score.
+        ([4] * 7, [3] * 7),
+    ],
+)
+def test_ties_split_across_scores_agree_with_the_reference_in_every_dimension(
+    app: Flask, days: list[int], amounts: list[int]
+) -> None:
+    """A dimension is flagged when one raw value sits in two different scores,
+    computed here from the independent reference."""
+    orders = [
+        (c, at(AS_OF - dt.timedelta(days=d)), Decimal(a))
+        for c, (d, a) in enumerate(zip(days, amounts, strict=True), start=1)
+    ]
+    add_orders(app, orders)
+    dims = calculate(app, AS_OF)["statistics"]["dimensions"]
+    rows = expected(orders, AS_OF)
+    for name, value, score in (("recency", 1, 4), ("frequency", 2, 5), ("monetary", 3, 6)):
+        scores_of: dict[object, set[int]] = {}
+        for row in rows:
+            scores_of.setdefault(row[value], set()).add(row[score])
+        split = any(len(s) > 1 for s in scores_of.values())
+        assert dims[name]["ties_split_across_scores"] is split, name
+
+
+@pytest.mark.parametrize("as_of", [dt.date(1900, 1, 1), dt.date(9999, 12, 30)])
+def test_as_of_at_both_ends_of_the_accepted_range_calculates(app: Flask, as_of: dt.date) -> None:
+    """The first and the last as_of check_as_of accepts: the cutoff (next
+    UTC midnight) and the recency arithmetic still work there."""
+    orders = [
+        (1, at(as_of, 23, 59), Decimal("1.00")),
+        (2, at(as_of - dt.timedelta(days=1)) if as_of.year > 1900 else at(as_of, 0), "2.00"),
+        (3, at(dt.date(2026, 3, 1)), Decimal("3.00")),
+    ]
+    add_orders(app, orders)
+    run = calculate(app, as_of)
+    assert run["status"] == "succeeded", run["error"]
+    assert stored_rows(app, run["id"]) == expected(orders, as_of)

@@ -530,3 +530,55 @@ def test_a_request_while_sqlite_is_write_locked_returns_the_active_run_at_once(
             writer.rollback()
     assert (again["id"], created) == (active["id"], False)
     assert waited < 5, waited
+
+
+def test_a_run_nobody_picked_up_within_the_queued_timeout_is_given_up(app: Flask) -> None:
+    """RFM_QUEUED_TIMEOUT: a queued run no worker took (the broker lost its
+    task) stops refusing requests once it is older than the timeout; before
+    that, a request still returns it."""
+    seed(app, 1, 10)
+    app.config["RFM_QUEUED_TIMEOUT"] = 1
+    with app.app_context():
+        lost, created = runs.request_run(db.engine, settings(app), "api", AS_OF)
+        assert created
+        again, created = runs.request_run(db.engine, settings(app), "api", AS_OF)
+        assert (again["id"], created) == (lost["id"], False)  # young: still the active run
+        time.sleep(1.2)
+        fresh, created = runs.request_run(db.engine, settings(app), "api", AS_OF)
+        assert created and fresh["id"] != lost["id"]
+        given_up = runs.get_run_by_id(db.engine, lost["id"])
+        done = runs.execute_run(db.engine, settings(app), fresh["id"])
+    assert given_up["status"] == "failed"
+    assert given_up["error"] == "no worker picked this run up within 1 s"
+    assert given_up["finished_at"] is not None
+    assert done["status"] == "succeeded"
+
+
+def test_a_failed_run_delivered_late_stays_failed_and_writes_nothing(app: Flask) -> None:
+    """A run given up while queued (its task could not be sent, or no worker
+    took it in time) whose task still reaches a worker later: the worker
+    must leave it failed, not run it behind the back of the run after it."""
+    seed(app, 1, 10)
+    with app.app_context():
+        run, _ = runs.request_run(db.engine, settings(app), "api", AS_OF)
+        runs.fail_queued(db.engine, run["id"], "the task could not be published")
+        late = runs.execute_run(db.engine, settings(app), run["id"])
+        rows = db.session.execute(sa.select(sa.func.count()).select_from(RFMScore)).scalar()
+        current = db.session.execute(sa.select(RFMRun.id).where(RFMRun.is_current)).all()
+    assert (late["status"], late["error"]) == ("failed", "the task could not be published")
+    assert (late["attempts"], late["started_at"]) == (0, None)
+    assert rows == 0 and current == []
+
+
+def test_failing_a_queued_run_leaves_a_run_a_worker_took_alone(app: Flask) -> None:
+    """fail_queued (the task could not be published) only gives up a run
+    still queued: one a worker already took, or finished, keeps its outcome."""
+    seed(app, 1, 10)
+    with app.app_context():
+        run, _ = runs.request_run(db.engine, settings(app), "api", AS_OF)
+        done = runs.execute_run(db.engine, settings(app), run["id"])
+        runs.fail_queued(db.engine, run["id"], "the task could not be published")
+        after = runs.get_run_by_id(db.engine, run["id"])
+    assert done["status"] == "succeeded"
+    assert (after["status"], after["error"], after["is_current"]) == ("succeeded", None, True)
+    assert after["finished_at"] == done["finished_at"]

@@ -95,6 +95,12 @@ m = [1, 5]
             .replace("m = [1, 5]", "m = [5, 5]"),
             "can never match",
         ),
+        (  # exactly the cells of the rule above it: covered as much as a subset is
+            GOOD.replace("r = 1\n", "r = [4, 5]\n")
+            .replace("f = [1, 5]", "f = [4, 5]")
+            .replace("m = [1, 5]", "m = [4, 5]"),
+            "rule 2 ('Sleeping') can never match",
+        ),
         ("[[segment]]\nname = 'x'\nr = [1, 2]\n", "expected a score or a [low, high] pair"),
         ("this is = not toml [", "not valid TOML"),
         ("[[rules]]\nname = 'x'\n", "expected a list of segments ([[segment]] tables in TOML"),
