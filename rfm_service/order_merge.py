@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, text
 
 from .bulk import bump_sequence
-from .order_csv import ImportFailed, StagedFile
+from .order_csv import MAX_ORDER_ID, ImportFailed, StagedFile
 
 STAGING = "import_staging"
 
@@ -43,6 +43,20 @@ def check_duplicates(conn: Connection) -> None:
     raise ImportFailed(
         f"line {second}, column order_id: {duplicate} is already used on line {first}"
     )
+
+
+def check_ids_left(conn: Connection, without_ids: int) -> None:
+    """Rows without an order_id are numbered above the largest id; refuse
+    the file when that passes orders.id's maximum. PostgreSQL's sequence
+    would fail mid-insert, and SQLite would pick random unused ids, which a
+    later file's real order ids could then collide with."""
+    largest = conn.execute(text("SELECT MAX(id) FROM orders")).scalar() or 0
+    if largest > MAX_ORDER_ID - without_ids:
+        raise ImportFailed(
+            f"no order ids are left for the {without_ids:,} rows without order_id: "
+            f"the largest order id is {largest}, the maximum {MAX_ORDER_ID}; "
+            "give those rows an order_id"
+        )
 
 
 def customer_name_sql(customer_id: str) -> str:
@@ -83,7 +97,10 @@ def merge_staged(conn: Connection, staged: StagedFile, method: str) -> ImportSum
     with_ids = conn.execute(text(_INSERT_WITH_IDS)).rowcount
     # Before any id is generated, or generated ids would collide with imported ones.
     bump_sequence(conn, "orders")
-    without_ids = conn.execute(text(_INSERT_WITHOUT_IDS)).rowcount
+    without_ids = 0
+    if staged.rows > staged.with_order_id:
+        check_ids_left(conn, staged.rows - staged.with_order_id)
+        without_ids = conn.execute(text(_INSERT_WITHOUT_IDS)).rowcount
     return ImportSummary(
         rows_read=staged.rows,
         orders_inserted=with_ids + without_ids,

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 OTHERS = "Others"
+# The transitions' pseudo-segment of a customer absent from one run
+# (insights.NONE); a rule of that name would be counted twice there.
+RESERVED_NONE = "(none)"
 SCORES = range(1, 6)
 Cell = tuple[int, int, int]
 
@@ -122,6 +125,7 @@ def validate_rules(rules: Iterable[Rule]) -> tuple[Rule, ...]:
     if not rules:
         raise RuleError("the rule table is empty")
     seen: dict[str, str] = {OTHERS.lower(): OTHERS, slugify(OTHERS): OTHERS}
+    seen.update(dict.fromkeys((RESERVED_NONE, slugify(RESERVED_NONE)), RESERVED_NONE))
     covered: set[Cell] = set()
     for index, rule in enumerate(rules, start=1):
         keys = {rule.name.lower(), slugify(rule.name)} - {""}

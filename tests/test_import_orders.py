@@ -315,6 +315,28 @@ def test_rows_without_order_id_get_new_ids_in_file_order(app: Flask, tmp_path: P
     ]
 
 
+def test_rows_without_order_id_are_refused_once_no_ids_are_left(app: Flask, tmp_path: Path) -> None:
+    # SQLite picked random unused ids past its largest rowid; PostgreSQL's
+    # sequence failed with a database error. Both refuse alike now.
+    largest = 2**63 - 1
+    first = write(tmp_path, HEADER + f"1,2024-01-01,1.00,{largest - 2}\n", "first.csv")
+    assert run_import(app, first).exit_code == 0
+    rows = ["1,2024-01-02,2.00,", "2,2024-01-03,3.00,", "3,2024-01-04,4.00,"]
+    result = run_import(app, write(tmp_path, HEADER + "\n".join(rows) + "\n"))
+
+    assert_rejected(
+        result,
+        "no order ids are left for the 3 rows without order_id: "
+        f"the largest order id is {largest - 2}",
+    )
+    assert [o[0] for o in orders_in_db(app)] == [largest - 2]
+    assert customers_in_db(app) == {1: "Customer 1"}
+
+    two = write(tmp_path, HEADER + "\n".join(rows[:2]) + "\n", "two.csv")
+    assert run_import(app, two).exit_code == 0
+    assert [o[0] for o in orders_in_db(app)] == [largest - 2, largest - 1, largest]
+
+
 def test_later_inserts_without_ids_do_not_collide_with_imported_ids(
     app: Flask, tmp_path: Path
 ) -> None:

@@ -89,6 +89,9 @@ m = [1, 5]
         (GOOD.replace("m = [4, 5]", "m = [5, 4]"), "empty range"),
         (GOOD.replace('"Sleeping"', '"best"'), "duplicate of 'Best'"),
         (GOOD.replace('"Sleeping"', '"Others"'), "duplicate of 'Others'"),
+        # "(none)" is the transitions' pseudo-segment (not scored in a run).
+        (GOOD.replace('"Sleeping"', '"(none)"'), "duplicate of '(none)'"),
+        (GOOD.replace('"Sleeping"', '"None"'), "duplicate of '(none)'"),
         (
             GOOD.replace("r = 1\n", "r = [4, 5]\n")
             .replace("f = [1, 5]", "f = [4, 5]")
