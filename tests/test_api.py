@@ -171,9 +171,11 @@ def test_pages_follow_next_and_previous_links(scored: Flask) -> None:
     first = get_json(client, "/api/rfm/?page_size=5&ordering=-monetary")
     assert first["count"] == 23 and first["previous"] is None
     assert first["next"].startswith("http://localhost/api/rfm/")
+    run_id = get_json(client, "/api/rfm/jobs/")["results"][0]["id"]
     assert parse_qs(urlsplit(first["next"]).query) == {
         "page_size": ["5"],
         "ordering": ["-monetary"],
+        "run": [str(run_id)],
         "page": ["2"],
     }
     pages, url = [], "/api/rfm/?page_size=5&ordering=-monetary"
@@ -192,6 +194,64 @@ def test_pages_follow_next_and_previous_links(scored: Flask) -> None:
     assert get_json(client, pages[-1]["previous"]) == pages[-2]
     assert_error(client.get("/api/rfm/?page_size=5&page=6"), 404, "Invalid page.")
     assert_error(client.get(f"/api/rfm/?page={10**30}"), 404, "Invalid page.")
+
+
+def test_pages_followed_by_their_links_stay_on_one_run(scored: Flask) -> None:
+    """A recalculation that finishes while a client pages through must not
+    hand it the rest from the new run (customers missed or repeated, scores
+    of two dates mixed): the links name the first page's run."""
+    client = scored.test_client()
+    old = get_json(client, "/api/rfm/jobs/")["results"][0]["id"]
+    url = "/api/rfm/?page_size=5&ordering=-recency_days"
+    first = get_json(client, url)
+    segment_url = "/api/rfm/by-segment/?segment=champions&page_size=1"
+    first_of_segment = get_json(client, segment_url)
+    add_orders(
+        scored,
+        [(c, dt.datetime.combine(AS_OF, dt.time(9), tzinfo=UTC), "5.00") for c in (200, 201)],
+    )
+    new = calculate(scored, AS_OF + dt.timedelta(days=3))
+    assert new["status"] == "succeeded" and new["customers_scored"] == 25
+
+    rest = all_results(client, first["next"])
+    pinned = all_results(client, f"{url}&run={old}")
+    assert first["results"] + rest == pinned
+    assert sorted(r["customer_id"] for r in pinned) == list(range(1, 24))
+    assert {r["calculated_at"] for r in pinned} == {first["results"][0]["calculated_at"]}
+    assert get_json(client, f"{url}&run={old}")["count"] == 23
+    current = all_results(client, url)
+    assert len(current) == 25 and current != pinned
+    assert parse_qs(urlsplit(get_json(client, url)["next"]).query)["run"] == [str(new["id"])]
+
+    segment_rest = all_results(client, first_of_segment["next"])
+    assert first_of_segment["results"] + segment_rest == all_results(
+        client, f"{segment_url}&run={old}"
+    )
+    assert get_json(client, segment_url)["count"] == new["segment_counts"]["Champions"]
+
+
+def test_paging_a_run_without_scores_is_a_400(scored: Flask) -> None:
+    scored.config["RFM_KEEP_RUNS"] = 2
+    client = scored.test_client()
+    first = get_json(client, "/api/rfm/jobs/")["results"][0]["id"]
+    for days in (1, 2):
+        assert calculate(scored, AS_OF + dt.timedelta(days=days))["status"] == "succeeded"
+    with scored.app_context():
+        settings = runs.RunSettings.from_app(scored)
+        failed, _ = runs.request_run(db.engine, settings, "cli", AS_OF)
+        runs.fail_queued(db.engine, failed["id"], "broken on purpose")
+    cases = [
+        (f"run={first}", ["run", f"the scores of run {first} were purged", "RFM_KEEP_RUNS"]),
+        (f"run={failed['id']}", [f"run {failed['id']} is failed", "only succeeded runs"]),
+        ("run=999", ["no calculation run 999"]),
+        ("run=0", ["run"]),
+        ("run=abc", ["run"]),
+        (f"run={2**31}", ["run"]),
+    ]
+    for query, words in cases:
+        assert_error(client.get(f"/api/rfm/?{query}"), 400, *words)
+        assert_error(client.get(f"/api/rfm/by-segment/?segment=lost&{query}"), 400, *words)
+    assert get_json(client, f"/api/rfm/?run={first + 1}")["count"] == 23
 
 
 def _sort_key(field: str, row: dict[str, Any]) -> Any:

@@ -26,11 +26,13 @@ class Page:
     def last(self) -> int:
         return max(1, -(-self.count // self.size))  # page 1 exists even when empty
 
-    def body(self, results: list[Any]) -> dict[str, Any]:
+    def body(self, results: list[Any], pin: dict[str, str] | None = None) -> dict[str, Any]:
+        """The page; its links carry ``pin``'s query values (replacing the
+        request's), e.g. the run the first page came from."""
         return {
             "count": self.count,
-            "next": _page_url(self.number + 1) if self.number < self.last else None,
-            "previous": _page_url(self.number - 1) if self.number > 1 else None,
+            "next": _page_url(self.number + 1, pin) if self.number < self.last else None,
+            "previous": _page_url(self.number - 1, pin) if self.number > 1 else None,
             "results": results,
         }
 
@@ -44,9 +46,12 @@ def paginate(count: int, number: int, size: int) -> Page:
     return page
 
 
-def _page_url(number: int) -> str:
-    """This request's absolute URL with ``page`` replaced; page 1 drops it."""
-    args = [(k, v) for k, v in request.args.items(multi=True) if k != "page"]
+def _page_url(number: int, pin: dict[str, str] | None = None) -> str:
+    """This request's absolute URL with ``page`` replaced (page 1 drops it)
+    and ``pin``'s values set."""
+    pin = pin or {}
+    args = [(k, v) for k, v in request.args.items(multi=True) if k != "page" and k not in pin]
+    args.extend(pin.items())
     if number > 1:
         args.append(("page", str(number)))
     return request.base_url + (f"?{urlencode(args)}" if args else "")

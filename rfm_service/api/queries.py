@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, bindparam, func, selec
 from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import score_storage
+from .. import insights, score_storage
 from ..extensions import autocommit
 from ..models import SCORE_FIELDS, RFMRun, RFMScore
 from ..read_connections import ThreadConnections
@@ -42,13 +42,20 @@ class CurrentRun:
     segment_counts: dict[str, int] | None
 
 
+_CURRENT_RUN_COLUMNS = (runs.c.id, runs.c.customers_scored, runs.c.segment_counts)
+
+
 def current_run(conn: Connection) -> CurrentRun | None:
-    row = conn.execute(
-        select(runs.c.id, runs.c.customers_scored, runs.c.segment_counts).where(
-            runs.c.is_current.is_(True)
-        )
-    ).first()
+    row = conn.execute(select(*_CURRENT_RUN_COLUMNS).where(runs.c.is_current.is_(True))).first()
     return CurrentRun(row.id, row.customers_scored, row.segment_counts) if row else None
+
+
+def kept_run(conn: Connection, run_id: int) -> CurrentRun:
+    """Run ``run_id`` for paging through its scores: a succeeded run whose
+    rows are kept, or ``insights.InsightError`` saying why not."""
+    insights.run_with_scores(conn, run_id)
+    row = conn.execute(select(*_CURRENT_RUN_COLUMNS).where(runs.c.id == run_id)).one()
+    return CurrentRun(row.id, row.customers_scored, row.segment_counts)
 
 
 def score_count(conn: Connection, run: CurrentRun, segment: str | None) -> int:

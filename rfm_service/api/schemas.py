@@ -10,6 +10,7 @@ import marshmallow as ma
 from flask import url_for
 from marshmallow import fields, validate
 
+from ..models import MAX_ID
 from ..timeutil import utcnow
 from .fields import (
     Money,
@@ -47,14 +48,26 @@ _ORDERING_HELP = (
 _SEGMENT_HELP = "A segment name (case-insensitive) or its slug, such as at-risk."
 
 
-class ScoreListQuery(PageQuery):
+_RUN_HELP = (
+    "The calculation run to page through; the next and previous links carry it, so "
+    "following them stays on one run while a recalculation finishes. A succeeded run "
+    "whose scores are kept (the newest RFM_KEEP_RUNS). Default: the current run."
+)
+
+
+class ScorePageQuery(PageQuery):
+    ordering = OrderingParam(metadata={"description": _ORDERING_HELP})
+    run = fields.Integer(
+        validate=validate.Range(min=1, max=MAX_ID), metadata={"description": _RUN_HELP}
+    )
+
+
+class ScoreListQuery(ScorePageQuery):
     segment = SegmentName(metadata={"description": _SEGMENT_HELP})
-    ordering = OrderingParam(metadata={"description": _ORDERING_HELP})
 
 
-class BySegmentQuery(PageQuery):
+class BySegmentQuery(ScorePageQuery):
     segment = SegmentName(required=True, metadata={"description": _SEGMENT_HELP})
-    ordering = OrderingParam(metadata={"description": _ORDERING_HELP})
 
 
 class CalculateBody(ma.Schema):
