@@ -21,7 +21,7 @@ from typing import Any
 
 from .oracle import Oracle
 
-ENDPOINTS = ("list", "get", "statistics", "by-segment")
+ENDPOINTS = ("list", "get", "statistics", "by-segment", "list-walk")
 PAGE_SIZE = 100
 REQUEST_TIMEOUT = 30.0  # above gunicorn's own worker timeout: a hang shows as its error
 
@@ -100,6 +100,10 @@ class Reader(threading.Thread):
             page = rnd.randint(1, plan.list_pages)
             path = f"/api/rfm/?page={page}&page_size={PAGE_SIZE}"
             return endpoint, path, lambda b: self.oracle.page(b, page, PAGE_SIZE)
+        if endpoint == "list-walk":
+            page = rnd.randint(1, plan.list_pages - 1)
+            path = f"/api/rfm/?page={page}&page_size={PAGE_SIZE}"
+            return endpoint, path, lambda b: self._walk_on(b, page)
         if endpoint == "get":
             customer = rnd.choice(plan.customer_ids)
             return endpoint, f"/api/rfm/{customer}/", self.oracle.customer
@@ -113,6 +117,28 @@ class Reader(threading.Thread):
             f"/api/rfm/by-segment/?{query}",
             lambda b: self.oracle.page(b, page, PAGE_SIZE, segment),
         )
+
+    def _walk_on(self, first: dict[str, Any], page: int) -> str | None:
+        """A client paging on: ``first`` must be right, and the page its
+        next link names, read up to 2 s later (a recalculation may finish
+        meanwhile), must be the same run's following page."""
+        reason = self.oracle.page(first, page, PAGE_SIZE)
+        if reason or not first["next"]:
+            return reason or f"page {page} has no next link"
+        time.sleep(self.random.uniform(0, 0.3))
+        url = urllib.parse.urlsplit(first["next"])
+        try:
+            status, body, _ = request(self.base, "GET", f"{url.path}?{url.query}", self.token)
+        except (OSError, http.client.HTTPException) as exc:
+            return f"next link: {type(exc).__name__}: {exc}"
+        if status != 200:
+            return f"next link: status {status}: {body}"
+        reason = self.oracle.page(body, page + 1, PAGE_SIZE)
+        if reason:
+            return f"next link: {reason}"
+        if body["results"][0]["calculated_at"] != first["results"][0]["calculated_at"]:
+            return "next link: a page of another run than the page that gave the link"
+        return None
 
     def run(self) -> None:
         while time.monotonic() < self.deadline:

@@ -32,6 +32,7 @@ LABELS = {
     "get": "GET /api/rfm/{id}/",
     "statistics": "GET /api/rfm/statistics/",
     "by-segment": "GET /api/rfm/by-segment/",
+    "list-walk": "GET /api/rfm/, then its next link",
 }
 
 
@@ -196,7 +197,7 @@ def report(
     unfinished = len(recalcs.started) - len(succeeded) - len(failed)
     print()
     print(
-        f"Soak: {elapsed:.0f} s, gunicorn 2 sync workers, 1 Celery worker, PostgreSQL, "
+        f"Soak: {elapsed:.0f} s, gunicorn 2 workers × 4 threads, 1 Celery worker, PostgreSQL, "
         f"{args.customers:,} customers, {args.clients} client threads on loopback: "
         f"{served:,} reads ({served / elapsed:.0f}/s)."
     )

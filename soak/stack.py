@@ -1,6 +1,6 @@
 """The stack a soak runs against, production-like: a PostgreSQL database of
 its own on the local server, seeded demo data, API tokens, one Celery worker
-on a queue of its own on the local Redis, and gunicorn with two workers.
+on a queue of its own on the local Redis, and gunicorn with two workers of four threads.
 
 ``Stack`` is a context manager: whatever it started or created (processes,
 the database, the queue's Redis keys, the log directory unless asked to keep
@@ -161,7 +161,7 @@ class Stack:
         )  # fmt: skip
         port = free_port()
         web = self.start("gunicorn", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                         "wsgi:app")  # fmt: skip
+                         "--threads", "4", "wsgi:app")  # fmt: skip  # as README's full stack
         self.base_url = f"http://127.0.0.1:{port}"
         self._wait("the worker to be ready", worker, lambda: "ready." in worker.tail(200))
         self._wait("gunicorn to answer /readyz", web, self._ready)
