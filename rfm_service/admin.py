@@ -39,6 +39,7 @@ from .segments import Rule, segment_names
 
 ACCESS_HOOK = "rfm_admin_access"
 MAX_PAGE = 10**9  # list pages are numbered from 0
+_BIGINT = range(-(2**63), 2**63)  # what both databases can bind as an integer
 _SCORE_OPTIONS = [(str(s), str(s)) for s in range(1, 6)]
 
 
@@ -46,6 +47,33 @@ def admin_access_allowed() -> bool:
     """Whether the current request may use the admin (see the module doc)."""
     check = current_app.extensions.get(ACCESS_HOOK)
     return True if check is None else bool(check())
+
+
+def _bindable(value: Any) -> bool:
+    """Whether a cleaned filter value can be bound as a parameter: SQLite
+    refuses integers beyond 64 bits (OverflowError), psycopg2 strings with a
+    NUL character (ValueError); either was a 500."""
+    if isinstance(value, list | tuple):
+        return all(_bindable(v) for v in value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value in _BIGINT
+    return not (isinstance(value, str) and "\x00" in value)
+
+
+def _guarded(flt: Any) -> Any:
+    """``flt.validate`` that also refuses a value no database can bind, so
+    Flask-Admin drops it with its "invalid filter value" notice."""
+    validate = flt.validate
+
+    def check(value: Any) -> bool:
+        if "\x00" in str(value) or not validate(value):
+            return False
+        try:
+            return _bindable(flt.clean(value))
+        except (ValueError, TypeError, ArithmeticError):
+            return False
+
+    return check
 
 
 def _money(_view: Any, _context: Any, model: Any, name: str) -> str:
@@ -82,6 +110,12 @@ class ReadOnlyView(ModelView):
         except (SQLAlchemyError, ValueError, TypeError):
             db.session.rollback()  # a failed statement ends the transaction on PostgreSQL
             return None
+
+    def get_filters(self) -> Any:
+        filters = super().get_filters()
+        for flt in filters or ():
+            flt.validate = _guarded(flt)
+        return filters
 
     def _get_list_extra_args(self) -> Any:
         args = super()._get_list_extra_args()

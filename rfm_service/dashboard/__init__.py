@@ -2,8 +2,10 @@
 CSS, one small script (``static/dashboard.js``) for the Recalculate button.
 Nothing is loaded from another host, so it works offline.
 
-Query parameters: ``segment`` (name or slug) and ``page`` for the scores
-table; ``done`` (a run id) shows how that run ended, after Recalculate.
+Query parameters: ``segment`` (name or slug), ``page`` and ``run`` for the
+scores table (the pager's links name the run, so paging never switches runs
+when a recalculation finishes meanwhile); ``done`` (a run id) shows how
+that run ended, after Recalculate.
 Bad values never fail the page: they are ignored with a notice.
 """
 
@@ -73,15 +75,20 @@ def index() -> str:
         notices.append(f"Unknown segment {wanted!r}; showing all segments.")
     page = _whole_number("page", notices)
     done = _whole_number("done", notices)
+    pinned = _whole_number("run", notices)
     with db.engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             # One snapshot for every figure, even if a run commits mid-page
             # (SQLite reads stay within the one run they name).
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
-        data = figures.collect(conn, rules, segment=segment, page=page or 1, page_size=PAGE_SIZE)
+        data = figures.collect(
+            conn, rules, segment=segment, page=page or 1, page_size=PAGE_SIZE, scores_run=pinned
+        )
         finished = queries.run_by_id(conn, done) if done else None
     if done and finished is None:
         notices.append(f"There is no run {done}.")
+    if data["scores"].note:
+        notices.append(data["scores"].note)
     pages = data["scores"].pages
     if page and page > pages:
         notices.append(f"There is no page {page}; showing the last, page {pages}.")

@@ -43,6 +43,8 @@ class ScoreTable:
     pages: int
     count: int
     rows: list[dict[str, Any]] = field(default_factory=list)
+    run_id: int | None = None  # the run the rows are from; the pager's links name it
+    note: str | None = None  # why the rows are not the current run's, or why a run was ignored
 
 
 def segment_bars(stats: dict[str, Any]) -> list[dict[str, Any]]:
@@ -136,11 +138,33 @@ def history(conn: Connection) -> list[dict[str, Any]]:
 
 
 def score_table(
-    conn: Connection, run_id: int | None, segment: str | None, page: int, page_size: int
+    conn: Connection,
+    run_id: int | None,
+    segment: str | None,
+    page: int,
+    page_size: int,
+    pinned: int | None = None,
 ) -> ScoreTable:
-    run = queries.current_run(conn)
-    if run is None or run.id != run_id:
-        return ScoreTable(segment, 1, 1, 0)
+    """A page of run ``run_id``'s scores, or of run ``pinned`` (the run the
+    pager's links name), so a reader paging through stays on one run even if
+    a recalculation finishes meanwhile."""
+    run, note = None, None
+    if pinned is not None and pinned != run_id:
+        try:
+            run = queries.kept_run(conn, pinned)
+            note = (
+                f"The scores below are run {pinned}'s, the run this list was opened "
+                f"with; run {run_id} is current now."
+            )
+        except insights.InsightError as exc:
+            note = f"Ignored run {pinned} ({exc}); showing the current run's scores."
+    if run is None:
+        if run_id is None:
+            return ScoreTable(segment, 1, 1, 0, note=note)
+        try:
+            run = queries.kept_run(conn, run_id)
+        except insights.InsightError:
+            return ScoreTable(segment, 1, 1, 0, note=note)
     count = queries.score_count(conn, run, segment)
     pages = max(1, -(-count // page_size))
     page = min(max(page, 1), pages)
@@ -152,7 +176,7 @@ def score_table(
         offset=(page - 1) * page_size,
         limit=page_size,
     )
-    return ScoreTable(segment, page, pages, count, rows)
+    return ScoreTable(segment, page, pages, count, rows, run.id, note)
 
 
 def collect(
@@ -162,8 +186,10 @@ def collect(
     segment: str | None,
     page: int,
     page_size: int,
+    scores_run: int | None = None,
 ) -> dict[str, Any]:
-    """Everything the page shows, read in one connection."""
+    """Everything the page shows, read in one connection; the scores table
+    of run ``scores_run`` if given (the pager's links name it)."""
     runs = history(conn)
     current = queries.current_statistics(conn)
     figures: dict[str, Any] = {"runs": runs, "last_run": runs[0] if runs else None}
@@ -182,6 +208,6 @@ def collect(
         thresholds=thresholds(stats),
         movement=movement,
         movement_note=note,
-        scores=score_table(conn, run_id, segment, page, page_size),
+        scores=score_table(conn, run_id, segment, page, page_size, scores_run),
     )
     return figures

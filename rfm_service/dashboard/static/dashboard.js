@@ -15,6 +15,7 @@
   function reloadWith(runId) {
     const url = new URL(window.location.href);
     url.searchParams.set("done", String(runId));
+    url.searchParams.delete("run"); // show the new run's scores, not the pinned list's
     url.hash = "";
     window.location.assign(url.toString());
   }
