@@ -28,12 +28,28 @@ MAX_WORKERS = 1024  # PostgreSQL's largest max_parallel_(maintenance_)workers(_p
 MEMORY = re.compile(r"[0-9]+ ?(B|kB|MB|GB|TB)?")  # as PostgreSQL reads work_mem
 
 
+# The password of a URL: after "//user:" and before the last "@" of its netloc.
+_URL_PASSWORD = re.compile(r"(?P<keep>//[^/?#@:]*:)[^/?#]*@")
+
+
+def without_password(url: str) -> str:
+    """``url`` for a message or a log: its password masked, even when the URL
+    is too malformed for SQLAlchemy to parse (and so to mask). Without the
+    "//user:" it expects, all before the last "@" is masked."""
+    masked = _URL_PASSWORD.sub(lambda m: m.group("keep") + "***@", url)
+    if masked == url and "@" in url:
+        return "***@" + url.rpartition("@")[2]
+    return masked
+
+
 def check_database_url(url: str) -> None:
     """A URL SQLAlchemy reads, of a database the engine supports."""
     try:
         backend = make_url(url).get_backend_name()
-    except ArgumentError:
-        raise ConfigError(f"DATABASE_URL is not a database URL: {url!r}") from None
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise ConfigError(
+            f"DATABASE_URL is not a database URL: {without_password(url)!r}"
+        ) from None
     if backend not in ("postgresql", "sqlite"):
         raise ConfigError(f"DATABASE_URL must be a PostgreSQL or SQLite URL, got {backend}://")
 

@@ -380,6 +380,11 @@ def _execute_locked(
         _calculate(engine, conn, run, settings)
     except BaseException as exc:
         if conn.invalidated:
+            if isinstance(exc, KeyboardInterrupt):
+                # Ctrl-C of `flask calculate-rfm`: SQLAlchemy dropped the
+                # connection (and the lock with it), but this process is
+                # alive to say so; the run no longer reads "running".
+                _record_interrupted(engine, run_id)
             raise  # the connection is gone; the next request sees the run as stale
         conn.rollback()
         _finish(conn, run_id, status="failed", error=_failure_text(conn, exc, run, settings))
@@ -388,6 +393,23 @@ def _execute_locked(
         if not isinstance(exc, Exception):
             raise
     return get_run(conn, run_id) or run, True
+
+
+def _record_interrupted(engine: Engine, run_id: int) -> None:
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.status == "running")
+                .values(
+                    status="failed",
+                    error="the calculation was interrupted (Ctrl-C)",
+                    active_slot=None,
+                    finished_at=utcnow(),
+                )
+            )
+    except Exception:  # the database is gone too: the next request finds the run stale
+        pass
 
 
 def calculate_now(

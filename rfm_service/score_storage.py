@@ -255,22 +255,31 @@ def _drop_partitions(engine: Engine, run_ids: Sequence[int]) -> None:
         return
     # DETACH ... CONCURRENTLY cannot run inside a transaction block.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as auto:
+        # Session-wide (autocommit has no transaction to scope it to), so it
+        # is reset before the connection goes back to the pool: left set, the
+        # next calculation on it gave up on any lock after 5 s.
         auto.execute(text("SELECT set_config('lock_timeout', :t, false)"), {"t": DROP_LOCK_TIMEOUT})
-        for run_id in run_ids:
-            name = partition_name(run_id)
-            try:
-                # NULL: not a partition (never attached, or detached already).
-                pending = auto.execute(
-                    text(
-                        "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(:n)"
-                    ),
-                    {"n": name},
-                ).scalar()
-                if pending is not None:
-                    # A detach that timed out stays pending, and a second
-                    # CONCURRENTLY is refused: FINALIZE completes it.
-                    how = "FINALIZE" if pending else "CONCURRENTLY"
-                    auto.execute(text(f"ALTER TABLE rfm_scores DETACH PARTITION {name} {how}"))
-                auto.execute(text(f"DROP TABLE {name}"))
-            except Exception as exc:  # retried later (purge); never fails a run
-                log.warning("could not drop the scores of run %s: %s", run_id, exc)
+        try:
+            _drop_each(auto, run_ids)
+        finally:
+            if not auto.invalidated:
+                auto.execute(text("RESET lock_timeout"))
+
+
+def _drop_each(auto: Connection, run_ids: Sequence[int]) -> None:
+    for run_id in run_ids:
+        name = partition_name(run_id)
+        try:
+            # NULL: not a partition (never attached, or detached already).
+            pending = auto.execute(
+                text("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(:n)"),
+                {"n": name},
+            ).scalar()
+            if pending is not None:
+                # A detach that timed out stays pending, and a second
+                # CONCURRENTLY is refused: FINALIZE completes it.
+                how = "FINALIZE" if pending else "CONCURRENTLY"
+                auto.execute(text(f"ALTER TABLE rfm_scores DETACH PARTITION {name} {how}"))
+            auto.execute(text(f"DROP TABLE {name}"))
+        except Exception as exc:  # retried later (purge); never fails a run
+            log.warning("could not drop the scores of run %s: %s", run_id, exc)

@@ -87,6 +87,24 @@ def test_gunicorn_stops_on_a_configuration_error(tmp_path: Path) -> None:
     "setting, reason",
     [
         ({"DATABASE_URL": "garbage"}, "DATABASE_URL is not a database URL: 'garbage'"),
+        # A typo must not print the password (it goes to the service's log).
+        (
+            {"DATABASE_URL": "postgresql//rfm:s3cret@db:5432/rfm"},
+            "DATABASE_URL is not a database URL: 'postgresql//rfm:***@db:5432/rfm'",
+        ),
+        (
+            {"DATABASE_URL": " postgresql://rfm:p@ss:w@db/rfm"},
+            "DATABASE_URL is not a database URL: ' postgresql://rfm:***@db/rfm'",
+        ),
+        (
+            {"DATABASE_URL": "postgresql:rfm:s3cret@db/rfm"},
+            "DATABASE_URL is not a database URL: '***@db/rfm'",
+        ),
+        # Not a traceback from int() (exit 1).
+        (
+            {"DATABASE_URL": "postgresql://rfm:s3cret@db:port/rfm"},
+            "DATABASE_URL is not a database URL: 'postgresql+psycopg2://rfm:***@db:port/rfm'",
+        ),
         (
             {"DATABASE_URL": "mysql://db/rfm"},
             "DATABASE_URL must be a PostgreSQL or SQLite URL, got mysql://",
