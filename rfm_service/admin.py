@@ -278,7 +278,8 @@ class RunView(ReadOnlyView):
 def init_admin(app: Flask) -> Admin:
     # The index template lives with the dashboard's (rfm_admin/index.html).
     home = AdminIndexView(name="Home", url="/admin", template="rfm_admin/index.html")
-    admin = Admin(app, name="RFM admin", index_view=home, theme=Bootstrap4Theme(fluid=True))
+    theme = Bootstrap4Theme(fluid=True, base_template="rfm_admin/base.html")
+    admin = Admin(app, name="RFM admin", index_view=home, theme=theme)
     # Endpoints prefixed: the API's blueprints are called "scores" and "jobs" already.
     admin.add_view(
         ScoreView(app.extensions["rfm_rules"], name="Scores", endpoint="admin_scores", url="scores")

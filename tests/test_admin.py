@@ -248,6 +248,13 @@ def test_admin_home_links_the_views(admin_app: dict[str, Any]) -> None:
     assert "read-only" in html.lower()
 
 
+@pytest.mark.parametrize("path", ["/admin/", "/admin/scores/", "/admin/runs/"])
+def test_admin_pages_name_no_favicon_to_fetch(admin_app: dict[str, Any], path: str) -> None:
+    # Without one the browser asks for /favicon.ico: a 404 in its console.
+    html = admin_app["app"].test_client().get(path).get_data(as_text=True)
+    assert '<link rel="icon" href="data:,">' in html
+
+
 @pytest.mark.parametrize(
     "query",
     [
