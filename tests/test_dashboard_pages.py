@@ -47,3 +47,15 @@ def test_next_page_stays_on_the_run_it_was_opened_with(app: Flask) -> None:
     html, rows, _ = page(app, f"/?page=1&run={first + 100}")
     assert rows == api_page(app, f"run={newer}&page=1")
     assert f"Ignored run {first + 100}" in unescape(html)
+
+
+def test_movement_with_one_run_says_so_in_the_ui_s_words(app: Flask) -> None:
+    add_orders(app, order_book(10))
+    calculate(app, AS_OF)
+    html, _, _ = page(app, "/")
+    note = re.search(r'<p class="hint" id="movement-note">([^<]*)</p>', html)
+    assert note is not None
+    assert unescape(note.group(1)) == (
+        "There is no earlier succeeded run with kept scores to compare with. "
+        "Movement needs two succeeded runs."
+    )

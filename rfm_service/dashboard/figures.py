@@ -90,8 +90,9 @@ def movement_view(
     rows and columns that have customers; or ``None`` and the reason."""
     try:
         before, after = insights.resolve_pair(conn, None, None)
-    except insights.NothingToCompare as exc:
-        return None, str(exc)
+    except insights.NothingToCompare:
+        # In the UI's words: the API's reason suggests a from_run parameter.
+        return None, "There is no earlier succeeded run with kept scores to compare with"
     counts = insights.cached_transition_counts(conn, before, after)
     moved = insights.movement(counts, rules)
     names, matrix = moved["segments"], moved["matrix"]
