@@ -25,7 +25,20 @@ class ConfigError(RuntimeError):
 
 
 MAX_WORKERS = 1024  # PostgreSQL's largest max_parallel_(maintenance_)workers(_per_gather)
-MEMORY = re.compile(r"[0-9]+ ?(B|kB|MB|GB|TB)?")  # as PostgreSQL reads work_mem
+MEMORY = re.compile(r"([0-9]+) ?(B|kB|MB|GB|TB)?")  # as PostgreSQL reads work_mem
+# RFM_WORK_MEM sets work_mem and maintenance_work_mem; both must accept it.
+# maintenance_work_mem's range (in kB) is the narrower one.
+MEMORY_KB_RANGE = (1024, 2147483647)
+MEMORY_UNIT_BYTES = {"B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+
+
+def _memory_kb(size: str) -> int | None:
+    """The size in kB as PostgreSQL reads it (no unit: kB; rounded), or None."""
+    match = MEMORY.fullmatch(size)
+    if match is None:
+        return None
+    number, unit = int(match.group(1)), match.group(2) or "kB"
+    return round(number * MEMORY_UNIT_BYTES[unit] / 1024)
 
 
 # The password of a URL: after "//user:" and before the last "@" of its netloc.
@@ -101,10 +114,17 @@ def configure(app: Flask, config: Mapping[str, Any] | None, env: Mapping[str, st
     for key, name in positive.items():
         if app.config[key] < 1:
             raise ConfigError(f"{name} must be 1 or more, got {app.config[key]}")
-    if not MEMORY.fullmatch(app.config["RFM_WORK_MEM"]):
+    work_mem_kb = _memory_kb(app.config["RFM_WORK_MEM"])
+    if work_mem_kb is None:
         raise ConfigError(
             f"RFM_WORK_MEM must be a PostgreSQL memory size such as 256MB, "
             f"got {app.config['RFM_WORK_MEM']!r}"
+        )
+    low, high = MEMORY_KB_RANGE
+    if not low <= work_mem_kb <= high:
+        raise ConfigError(
+            f"RFM_WORK_MEM must be from 1MB to 2147483647kB (PostgreSQL's range for "
+            f"maintenance_work_mem), got {app.config['RFM_WORK_MEM']!r}"
         )
     check_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
     if app.config["RFM_AUTH"] not in ("on", "off"):

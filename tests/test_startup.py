@@ -121,6 +121,16 @@ def test_gunicorn_stops_on_a_configuration_error(tmp_path: Path) -> None:
             {"RFM_WORK_MEM": "lots"},
             "RFM_WORK_MEM must be a PostgreSQL memory size such as 256MB, got 'lots'",
         ),
+        # PostgreSQL reads these but refuses them for work_mem or
+        # maintenance_work_mem: every calculation failed.
+        *(
+            (
+                {"RFM_WORK_MEM": size},
+                "RFM_WORK_MEM must be from 1MB to 2147483647kB (PostgreSQL's range for "
+                f"maintenance_work_mem), got {size!r}",
+            )
+            for size in ("0", "64kB", "1023kB", "2TB", "3TB", "99999999999GB")
+        ),
         (
             {"RFM_SEGMENT_RULES": "rules.yaml"},
             "invalid segment rules: rules.yaml: a segment rules file is .toml or .json",
@@ -136,7 +146,9 @@ def test_a_setting_the_service_cannot_run_with_stops_it_at_start(
     assert str(refused.value) == reason
 
 
-@pytest.mark.parametrize("size", ["64kB", "256MB", "1GB", "4096", "512 MB"])
+@pytest.mark.parametrize(
+    "size", ["1MB", "1024kB", "256MB", "1GB", "4096", "512 MB", "2147483647kB", "1048576B"]
+)
 def test_memory_sizes_postgresql_reads_are_taken(size: str, tmp_path: Path) -> None:
     app = create_app(env={"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "RFM_WORK_MEM": size})
     assert app.config["RFM_WORK_MEM"] == size
