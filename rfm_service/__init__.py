@@ -127,6 +127,14 @@ def configure(app: Flask, config: Mapping[str, Any] | None, env: Mapping[str, st
             f"maintenance_work_mem), got {app.config['RFM_WORK_MEM']!r}"
         )
     check_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    # redis-py (the API's publish and /readyz) reads only these; Celery would
+    # take anything else for another broker (a bare host name as amqp://) and
+    # retry it forever, and POST /api/rfm/calculate/ answered 500.
+    if app.config["REDIS_URL"].split("://", 1)[0] not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            "REDIS_URL must be a redis://, rediss:// or unix:// URL, "
+            f"got {without_password(app.config['REDIS_URL'])!r}"
+        )
     if app.config["RFM_AUTH"] not in ("on", "off"):
         raise ConfigError(f"RFM_AUTH must be 'on' or 'off', got {app.config['RFM_AUTH']!r}")
     if app.config["RFM_PROFILE"] == "production" and app.config["RFM_AUTH"] != "on":

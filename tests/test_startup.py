@@ -131,6 +131,16 @@ def test_gunicorn_stops_on_a_configuration_error(tmp_path: Path) -> None:
             )
             for size in ("0", "64kB", "1023kB", "2TB", "3TB", "99999999999GB")
         ),
+        # Celery took it for amqp://garbage and retried forever; the API's POST
+        # /api/rfm/calculate/ answered 500.
+        (
+            {"REDIS_URL": "garbage"},
+            "REDIS_URL must be a redis://, rediss:// or unix:// URL, got 'garbage'",
+        ),
+        (
+            {"REDIS_URL": "http://u:s3cret@cache:6379/0"},
+            "REDIS_URL must be a redis://, rediss:// or unix:// URL, got 'http://u:***@cache:6379/0'",
+        ),
         (
             {"RFM_SEGMENT_RULES": "rules.yaml"},
             "invalid segment rules: rules.yaml: a segment rules file is .toml or .json",
