@@ -10,7 +10,9 @@ aggregates ever come back to Python.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -195,6 +197,39 @@ def tune_session(
     }
     for name, value in settings.items():
         conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
+
+
+# SQLite runs the progress handler every this many virtual machine steps
+# (some microseconds each): often enough to stop within a second, and rare
+# enough to cost nothing measurable.
+_PROGRESS_STEPS = 10_000
+
+
+def is_time_limit(exc: BaseException) -> bool:
+    """Whether the database stopped a statement at the time limit:
+    PostgreSQL's statement_timeout, or ``sqlite_deadline``'s interrupt."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "pgcode", None) == "57014":  # query_canceled
+        return True
+    return type(orig).__module__.startswith("sqlite3") and str(orig) == "interrupted"
+
+
+@contextmanager
+def sqlite_deadline(conn: Connection, timeout_s: int) -> Iterator[None]:
+    """SQLite has no statement_timeout: interrupt whatever statement runs
+    past ``timeout_s`` from now (it fails with "interrupted"), as
+    PostgreSQL's statement timeout stops a calculation there. The handler
+    goes with the block, before the connection returns to the pool."""
+    raw = conn.connection.dbapi_connection if conn.dialect.name == "sqlite" else None
+    if raw is None:
+        yield
+        return
+    deadline = time.monotonic() + timeout_s
+    raw.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+    try:
+        yield
+    finally:
+        raw.set_progress_handler(None, 0)
 
 
 def end_of_big_statement(conn: Connection) -> None:

@@ -12,6 +12,7 @@ import click
 from flask import current_app
 from sqlalchemy.exc import DBAPIError
 
+from . import calculation
 from .extensions import db
 from .schema_version import SchemaMismatch, schema_problem
 
@@ -43,7 +44,7 @@ def database_failure(exc: DBAPIError) -> str:
     """Why the database failed the command, in one line with the remedy
     where there is one. A failed statement is often only the symptom (no
     tables yet, tables of an older release): a fresh connection asks."""
-    if getattr(exc.orig, "pgcode", None) == "57014":  # query_canceled
+    if calculation.is_time_limit(exc):
         limit = current_app.config["RFM_TIME_LIMIT"]
         return f"the statement exceeded the time limit of {limit} s (RFM_TIME_LIMIT)"
     if "database is locked" in first_line(exc):  # SQLite, past its busy timeout

@@ -216,7 +216,7 @@ def request_run(
 def _error_text(exc: BaseException, settings: RunSettings) -> str:
     if isinstance(exc, SchemaMismatch | calculation.MonetaryOverflow):
         return str(exc)
-    if isinstance(exc, DBAPIError) and getattr(exc.orig, "pgcode", None) == "57014":
+    if isinstance(exc, DBAPIError) and calculation.is_time_limit(exc):
         return f"the calculation exceeded its time limit of {settings.time_limit} s"
     if type(exc).__name__ == "SoftTimeLimitExceeded":
         return f"the calculation exceeded its time limit of {settings.time_limit} s"
@@ -270,7 +270,7 @@ def _calculate(engine: Engine, conn: Connection, run: RunRecord, settings: RunSe
     check_schema(conn)  # or fail with the remedy, not a constraint's name
     calculated_at = utcnow()
     score_storage.discard_scores(engine, conn, run["id"])  # a dead attempt's rows
-    with conn.begin():
+    with conn.begin(), calculation.sqlite_deadline(conn, settings.time_limit):
         if conn.dialect.name == "postgresql":
             # One snapshot for the scores and the statistics: under READ
             # COMMITTED an import committing between them was counted in the
@@ -425,7 +425,7 @@ def calculate_now(
 def preview(engine: Engine, settings: RunSettings, as_of: dt.date | None) -> dict[str, int]:
     """Per-segment counts a calculation would write; writes nothing."""
     as_of = check_as_of(as_of)
-    with engine.connect() as conn:
+    with engine.connect() as conn, calculation.sqlite_deadline(conn, settings.time_limit):
         try:
             settings.tune(conn)
             return calculation.preview_counts(conn, settings.rules, as_of)

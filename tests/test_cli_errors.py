@@ -4,6 +4,7 @@ a statement past its time limit."""
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +92,21 @@ def test_a_dry_run_past_its_time_limit_is_one_line(pg_app: Flask, tmp_path: Path
         1,
         ["Error: the statement exceeded the time limit of 1 s (RFM_TIME_LIMIT)"],
     )
+
+
+def test_a_sqlite_dry_run_past_its_time_limit_is_one_line(
+    sqlite_app: Flask, tmp_path: Path
+) -> None:
+    when = dt.datetime(2026, 2, 1, 12, tzinfo=dt.UTC)
+    add_orders(sqlite_app, [(c, when, f"{c % 97}.50") for c in range(1, 2001)])
+    sqlite_app.config["RFM_TIME_LIMIT"] = 0  # below what the configuration accepts: at once
+    code, lines = invoke(sqlite_app, COMMANDS[1], tmp_path)
+    assert (code, lines) == (
+        1,
+        ["Error: the statement exceeded the time limit of 0 s (RFM_TIME_LIMIT)"],
+    )
+    sqlite_app.config["RFM_TIME_LIMIT"] = 3600
+    assert invoke(sqlite_app, COMMANDS[1], tmp_path)[0] == 0
 
 
 @pytest.mark.parametrize(

@@ -267,6 +267,36 @@ def test_failed_calculation_keeps_previous_scores_current(pg_app: Flask) -> None
         assert runs.active_run_by_engine(db.engine) is None  # the next run may start
 
 
+def test_sqlite_stops_a_calculation_at_its_time_limit(sqlite_app: Flask) -> None:
+    """SQLite has no statement_timeout: a progress handler interrupts the
+    statement past the limit. A limit of 0 s (below what the configuration
+    accepts) makes the first check fire; the handler must go with the run,
+    or the next run on the pooled connection would be interrupted too."""
+    app = sqlite_app
+    seed(app, 1, 2000)
+    good = calculate(app)
+    app.config["RFM_TIME_LIMIT"] = 0
+    failed = calculate(app)
+    assert (failed["status"], failed["error"]) == (
+        "failed",
+        "the calculation exceeded its time limit of 0 s",
+    )
+    with app.app_context():
+        current = db.session.execute(
+            sa.select(RFMRun.id).where(RFMRun.is_current.is_(True))
+        ).scalar_one()
+        assert current == good["id"]
+        rows = db.session.execute(
+            sa.select(sa.func.count()).select_from(RFMScore).where(RFMScore.run_id == failed["id"])
+        ).scalar_one()
+        assert rows == 0
+        # Reads on the pooled connection run past the spent deadline.
+        total = db.session.execute(sa.text("SELECT SUM(total_amount) FROM orders")).scalar()
+        assert total is not None
+    app.config["RFM_TIME_LIMIT"] = 3600
+    assert calculate(app)["status"] == "succeeded"
+
+
 def run_tables(app: Flask) -> dict[str, bool | None]:
     """Every run's table: whether its detach is pending (None: not a partition)."""
     with app.app_context(), db.engine.connect() as conn:
