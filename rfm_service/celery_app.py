@@ -127,15 +127,45 @@ def flower_auth_problem(configured: str, argv: Sequence[str]) -> str | None:
     workers down, so it never runs open: it needs ``FLOWER_BASIC_AUTH``
     (``user:password``, which Flower reads from the environment itself) or an
     explicit ``--basic-auth`` / ``--auth`` option."""
-    if any(arg.split("=", 1)[0] in ("--basic-auth", "--basic_auth", "--auth") for arg in argv):
+    options = _auth_options(argv)
+    if options.get("--auth"):
         return None
+    if "--basic-auth" in options:
+        # An empty or malformed value would have Flower serve its pages open.
+        if _credentials_problem(options["--basic-auth"]):
+            return "--basic-auth must be user:password (comma-separated for several)"
+        return None
+    if "--auth" in options:  # given, but empty: Flower would serve its pages open
+        return "--auth needs a value (an email pattern for OAuth); or set FLOWER_BASIC_AUTH"
     if not configured:
         return "Flower needs authentication: set FLOWER_BASIC_AUTH=user:password"
-    for credential in configured.split(","):
+    if _credentials_problem(configured):
+        return "FLOWER_BASIC_AUTH must be user:password (comma-separated for several)"
+    return None
+
+
+def _credentials_problem(value: str) -> bool:
+    for credential in value.split(","):
         user, _, password = credential.partition(":")
         if not user or not password:
-            return "FLOWER_BASIC_AUTH must be user:password (comma-separated for several)"
-    return None
+            return True
+    return False
+
+
+def _auth_options(argv: Sequence[str]) -> dict[str, str]:
+    """The values of Flower's authentication options in ``argv``
+    (``--opt=value`` or ``--opt value``), by their dashed names."""
+    found: dict[str, str] = {}
+    for i, arg in enumerate(argv):
+        name, has_value, value = arg.partition("=")
+        name = name.replace("_", "-")
+        if name not in ("--basic-auth", "--auth"):
+            continue
+        if not has_value:
+            following = argv[i + 1] if i + 1 < len(argv) else ""
+            value = "" if following.startswith("--") else following
+        found[name] = value.strip()
+    return found
 
 
 def _flower_auth_guard(app: Flask) -> click.Option:

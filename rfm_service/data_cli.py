@@ -24,6 +24,20 @@ from .models import MAX_ID
 from .timeutil import today_utc
 
 PROGRESS_FROM_BYTES = 1 << 20  # smaller files finish before a bar would help
+# Orders span two years and signups three before --end-date; the calculation
+# takes as_of up to 9999-12-30 (runs.check_as_of).
+END_DATES = (dt.date(1900, 1, 1), dt.date(9999, 12, 30))
+
+
+def end_date_option(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> dt.date | None:
+    """``date_option`` within the days seed-demo can generate for (exit 2 outside)."""
+    day = date_option(ctx, param, value)
+    if day is not None and not END_DATES[0] <= day <= END_DATES[1]:
+        low, high = (d.isoformat() for d in END_DATES)
+        raise click.BadParameter(f"{day.isoformat()} is outside {low} .. {high}")
+    return day
 
 
 def _stderr_bar(length: int, label: str, hidden: bool = False):
@@ -94,9 +108,9 @@ def import_orders(csv_file: Path) -> None:
 )
 @click.option(
     "--end-date",
-    callback=date_option,
+    callback=end_date_option,
     metavar="YYYY-MM-DD",
-    help="Last order day. Default: today (UTC).",
+    help="Last order day. Default: today (UTC). From 1900-01-01 to 9999-12-30.",
 )
 @click.option("--append", is_flag=True, help="Add to a database that already has customers.")
 @click.option(

@@ -116,7 +116,11 @@ def publish(app: Flask, run_id: int) -> None:
         # Broker timeouts and publish retries are bounded in celery_app.py,
         # so this fails within about two seconds when Redis is down.
         _check_broker(app)
-        _task(app).delay(run_id)
+        # No time limits in the message: the worker applies its own
+        # RFM_TIME_LIMIT (celery_app.celery_config). Celery would otherwise
+        # stamp this process's limits on the task, and they override the
+        # worker's: a worker given a new RFM_TIME_LIMIT kept the API's.
+        _task(app).apply_async((run_id,), time_limit=None, soft_time_limit=None)
     except _broker_errors() as exc:
         log.warning("cannot publish run %s: %s", run_id, exc)
         fail_queued_run(app, run_id, BROKER_DOWN_REASON)

@@ -40,18 +40,36 @@ def _write_atomically(target: Path, chunks: Iterable[str]) -> None:
     leaves no half-written file (and an earlier export stays intact)."""
     if target.is_dir():  # checked first: os.replace would refuse it after the whole export
         raise click.ClickException(f"cannot write {target}: it is a directory")
+    shown = target
+    # A symbolic link is written through (os.replace would put a file in its
+    # place); a terminal, pipe or device (/dev/stdout) is written to as it is.
+    target = Path(os.path.realpath(target))
+    if target.exists() and not target.is_file():
+        try:
+            with target.open("w", encoding="utf-8", newline="") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {shown}: {exc.strerror or exc}") from None
+        return
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
-        raise click.ClickException(f"cannot write {target}: {exc.strerror}") from None
+        raise click.ClickException(f"cannot write {shown}: {exc.strerror}") from None
     try:
+        # mkstemp makes the file private (0600); give it the mode a plain
+        # open() would: the replaced file's, else 0666 less the umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~umask
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
             for chunk in chunks:
                 out.write(chunk)
         os.replace(tmp, target)
     except OSError as exc:  # disk full, a directory created meanwhile, ...
         Path(tmp).unlink(missing_ok=True)
-        raise click.ClickException(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise click.ClickException(f"cannot write {shown}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

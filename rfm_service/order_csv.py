@@ -26,6 +26,10 @@ MAX_ORDER_ID = 2**63 - 1  # orders.id is BIGINT
 MAX_AMOUNT = Decimal("9999999999.99")  # NUMERIC(12,2)
 CENT = Decimal("0.01")
 CHUNK = 10_000  # lines per progress callback
+# Longer lines are refused from their first bytes, never read whole: no valid
+# line comes near (four fields of the csv module's 131,072 characters are at
+# most 2 MiB), and a line without line ends can be the whole file.
+MAX_LINE_BYTES = 16 << 20
 
 # ASCII only: int() and Decimal() also accept '1_000' and other scripts' digits.
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -43,14 +47,25 @@ class _BadLine(Exception):
     ``at_fault`` tells the field it lies in, so that the error can name the
     column once the header is known."""
 
-    def __init__(self, number: int, text: str, reason: str, at_fault: Callable[[str], bool]):
+    def __init__(
+        self,
+        number: int,
+        text: str,
+        reason: str,
+        at_fault: Callable[[str], bool],
+        column_reason: str | None = None,
+    ):
         super().__init__(f"line {number}: {reason}")
         self.number, self.text, self.reason, self.at_fault = number, text, reason, at_fault
+        self.column_reason = column_reason  # the reason instead, once a column is at fault
 
     def failure(self, names: list[str] | None) -> ImportFailed:
         column = _column_at_fault(self.text, names, self.at_fault) if names else None
-        where = f"line {self.number}, column {column}" if column else f"line {self.number}"
-        return ImportFailed(f"{where}: {self.reason}")
+        if column:
+            return ImportFailed(
+                f"line {self.number}, column {column}: {self.column_reason or self.reason}"
+            )
+        return ImportFailed(f"line {self.number}: {self.reason}")
 
 
 def _column_at_fault(text: str, names: list[str], at_fault: Callable[[str], bool]) -> str | None:
@@ -164,7 +179,18 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 def _decoded_lines(raw: BinaryIO, progress: Progress | None) -> Iterator[str]:
     """Decode line by line, so an encoding error names its line."""
     pending = 0
-    for number, line in enumerate(raw, start=1):
+    limit = csv.field_size_limit()
+    for number, line in enumerate(iter(lambda: raw.readline(MAX_LINE_BYTES + 1), b""), start=1):
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            raise _BadLine(
+                number,
+                line.decode("utf-8", "surrogateescape"),
+                f"a line longer than {MAX_LINE_BYTES:,} bytes",
+                lambda field: len(field) > limit,
+                column_reason=f"a value longer than {limit:,} characters",
+            )
+        if number == 1 and line.startswith(b"\x1f\x8b"):  # gzip's magic bytes
+            raise ImportFailed("the file is gzip-compressed; decompress it first (gunzip)")
         if number == 1 and line.startswith((b"\xff\xfe", b"\xfe\xff")):
             raise ImportFailed("the file is UTF-16 encoded; save it as UTF-8")
         if number == 1 and b"\x00" in line:  # UTF-16 without a byte order mark

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import os
+import stat
 import threading
 import tracemalloc
 from decimal import Decimal
@@ -248,3 +250,38 @@ def test_download_names_beyond_ascii_fit_a_latin_1_header(name: str, header: str
     """gunicorn refused a Cyrillic segment's file name in the header (a 500)."""
     assert export.content_disposition(name) == header
     header.encode("latin-1")  # what a WSGI server sends
+
+
+def test_cli_export_writes_through_links_and_into_pipes(app: Flask, tmp_path: Path) -> None:
+    """`flask export-rfm /dev/stdout` and a link to a file: the link and the
+    device stay (os.replace put a private regular file in their place)."""
+    scored(app, 5)
+    body = app.test_client().get("/api/rfm/export.csv").get_data()
+    runner = app.test_cli_runner()
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "scores.csv"
+    link.symlink_to(tmp_path / "real" / "scores.csv")
+    result = runner.invoke(args=["export-rfm", str(link)])
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and (tmp_path / "real" / "scores.csv").read_bytes() == body
+    assert (tmp_path / "real" / "scores.csv").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    result = runner.invoke(args=["export-rfm", str(fifo)])
+    if reader.is_alive():  # nothing opened the pipe: unblock the reader
+        with fifo.open("wb"):
+            pass
+    reader.join(timeout=10)
+    assert result.exit_code == 0, result.output
+    assert received == [body]
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

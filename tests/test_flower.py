@@ -129,3 +129,33 @@ def test_a_calculation_posted_to_the_api_shows_in_flower(
         )
 
     service.wait_for(f"run {run_id}'s task in Flower", task_succeeded_in_flower, timeout=20)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--auth="],
+        ["--auth", ""],
+        ["--basic-auth="],
+        ["--basic_auth="],
+        ["--basic-auth=admin:"],
+        ["--basic-auth=:secret"],
+        ["--basic-auth", "--port=5555"],
+    ],
+)
+def test_an_empty_or_malformed_auth_option_does_not_open_flower(argv: list[str]) -> None:
+    """`--auth=` (say `--auth=$UNSET_VAR` in a script) had Flower serve its
+    pages to anyone: the guard only looked at the option's name."""
+    from rfm_service.celery_app import flower_auth_problem
+
+    assert flower_auth_problem("", argv) is not None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--basic-auth=ops:pa55"], ["--basic-auth", "ops:pa55"], ["--auth=.*@example\\.com"]],
+)
+def test_a_complete_auth_option_lets_flower_start(argv: list[str]) -> None:
+    from rfm_service.celery_app import flower_auth_problem
+
+    assert flower_auth_problem("", argv) is None

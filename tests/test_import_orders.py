@@ -7,6 +7,8 @@ itself wrote, never read back from the importer.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import io
 import random
 from decimal import Decimal
 from pathlib import Path
@@ -16,7 +18,7 @@ import sqlalchemy as sa
 from click.testing import Result
 from flask import Flask
 
-from rfm_service import ingest
+from rfm_service import ingest, order_csv
 from rfm_service.extensions import db
 from rfm_service.models import Customer, Order
 from tests.conftest import add_orders
@@ -180,6 +182,11 @@ BROKEN_FILES = {
         "line 3, column ordered_at: a value longer than 131,072 characters",
     ),
     "utf-16": ("customer_id,ordered_at,total_amount\n".encode("utf-16"), "UTF-16"),
+    # Not "NUL bytes, the file looks UTF-16 encoded".
+    "gzip": (
+        gzip.compress(b"customer_id,ordered_at,total_amount\n1,2024-01-01,5\n"),
+        "the file is gzip-compressed; decompress it first",
+    ),
     "too many fields": (
         "customer_id,ordered_at,total_amount\n1,2024-01-01,5\n1,2024-01-01,5,9\n",
         "line 3: expected 3 fields, found 4",
@@ -394,3 +401,24 @@ def test_a_long_file_streams_through_several_chunks(app: Flask, tmp_path: Path) 
     assert [o[0] for o in stored] == list(range(1, count + 1))
     assert sum(o[3] for o in stored) == sum(amounts)
     assert sorted(customers_in_db(app)) == sorted(set(customers))
+
+
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        (b"1,2024-01-01," + b"9" * (20 << 20), "line 2, column total_amount: a value longer than"),
+        (b"1," * (10 << 20), "line 2: a line longer than 1,048,576 bytes"),
+    ],
+    ids=["one long value", "endless fields"],
+)
+def test_an_endless_line_is_refused_from_its_first_bytes(
+    monkeypatch: pytest.MonkeyPatch, line: bytes, message: str
+) -> None:
+    # A 2 GB file without line ends was read whole, several times over
+    # (7 GB of memory for 1 GB); memory must stay flat whatever the file.
+    monkeypatch.setattr(order_csv, "MAX_LINE_BYTES", 1 << 20, raising=False)
+    raw = io.BytesIO(b"customer_id,ordered_at,total_amount\n" + line + b"\n")
+    with pytest.raises(order_csv.ImportFailed) as failed:
+        order_csv.stage_file(raw, io.StringIO(), "sqlite", None)
+    assert str(failed.value).startswith(message)
+    assert raw.tell() <= (1 << 20) + 100  # the line's first bytes only

@@ -233,6 +233,9 @@ def test_append_refuses_ids_past_the_largest(app: Flask) -> None:
         (["--customers", "2147483648"], "--customers"),
         (["--customers", "5", "--end-date", "2026-W05-1"], "not a valid date"),
         (["--customers", "5", "--end-date", "2026-02-30"], "not a valid date"),
+        # Past the last date a day after it exists; before year 4 a signup lands in year 0.
+        (["--customers", "5", "--end-date", "9999-12-31"], "outside 1900-01-01 .. 9999-12-30"),
+        (["--customers", "5", "--end-date", "0001-01-01"], "outside 1900-01-01 .. 9999-12-30"),
         (["--customers", "5", "--orders-per-customer", "0.5"], "--orders-per-customer"),
         ([], "--customers"),
     ],
