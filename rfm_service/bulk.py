@@ -4,8 +4,12 @@ COPY on PostgreSQL, chunked executemany on SQLite, sequence bumps."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, text
@@ -56,11 +60,44 @@ def copy_csv(
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
     options = "FORMAT csv, FREEZE" if freeze else "FORMAT csv"
-    with dbapi.cursor() as cursor:
-        cursor.copy_expert(
-            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH ({options})", source, block
-        )
+    with dbapi.cursor() as cursor, _sigint_noted() as interrupted:
+        try:
+            cursor.copy_expert(
+                f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH ({options})", source, block
+            )
+        except Exception:
+            # psycopg2 turns an exception raised in ``source.read`` (Ctrl-C
+            # arrives while COPY waits for the next block) into QueryCanceled,
+            # "error in .read() call": abort as on any other Ctrl-C instead.
+            if interrupted:
+                raise KeyboardInterrupt from None
+            raise
         return int(cursor.rowcount)
+
+
+@contextmanager
+def _sigint_noted() -> Iterator[list[int]]:
+    """Note SIGINT (Ctrl-C) in the list yielded, while Python's handler still
+    raises KeyboardInterrupt as usual. Main thread only (where Python runs
+    signal handlers); elsewhere the list stays empty."""
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):  # SIG_IGN or SIG_DFL: nothing raises, nothing to note
+        yield noted
+        return
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        noted.append(signum)
+        previous(signum, frame)
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def insert_chunks(

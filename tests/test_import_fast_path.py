@@ -8,7 +8,12 @@ errors; and the keys and indexes it drops come back exactly as they were.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -412,3 +417,68 @@ def test_progress_adds_up_to_the_file_size_on_every_path(pg_app: Flask, tmp_path
         reported: list[int] = []
         assert run(pg_app, path, reported).method == method
         assert sum(reported) == path.stat().st_size
+
+
+@pytest.mark.parametrize("orders_present", [False, True], ids=["copy", "staged copy"])
+def test_ctrl_c_during_a_copy_is_one_line_and_writes_nothing(
+    pg_app: Flask, tmp_path: Path, orders_present: bool
+) -> None:
+    """A real `flask import-orders` gets SIGINT while its COPY runs. psycopg2
+    turned the KeyboardInterrupt raised in the file's read() into its own
+    QueryCanceled, and the command ended in a traceback; now it ends as any
+    Ctrl-C does ("Aborted!"), and the rollback leaves nothing behind."""
+    if orders_present:
+        add_orders(pg_app, [(99, dt.datetime(2024, 1, 1, tzinfo=dt.UTC), Decimal("1.00"))])
+    path = tmp_path / "orders.csv"
+    with path.open("w") as out:
+        out.write(HEADER + "\n")
+        out.writelines(
+            f"{c % 5000 + 1},2024-01-05T09:30:00Z,19.99,{c + 100}\n" for c in range(2_000_000)
+        )
+    url = pg_app.config["SQLALCHEMY_DATABASE_URI"]
+    env = {**os.environ, "DATABASE_URL": url, "FLASK_APP": "wsgi"}
+    command = [str(Path(sys.executable).parent / "flask"), "import-orders", str(path)]
+    # SIGINT as an interactive shell leaves it (a background job may inherit it ignored).
+    with subprocess.Popen(
+        command,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as proc:
+        engine = sa.create_engine(url)
+        try:
+            deadline = time.monotonic() + 60
+            while not _copying(engine) and proc.poll() is None:
+                assert time.monotonic() < deadline, "the import never reached its COPY"
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+            with engine.connect() as conn:
+                orders = conn.execute(sa.text("SELECT COUNT(*) FROM orders")).scalar()
+                keys = conn.execute(
+                    sa.text(
+                        "SELECT COUNT(*) FROM pg_constraint WHERE conrelid = 'orders'::regclass"
+                    )
+                ).scalar()
+        finally:
+            engine.dispose()
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "Aborted!"
+    assert orders == (1 if orders_present else 0)
+    assert keys == 3  # primary key, check, foreign key: back after the rollback
+
+
+def _copying(engine: sa.Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(
+            conn.execute(
+                sa.text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = "
+                    "current_database() AND query LIKE 'COPY %' AND state = 'active')"
+                )
+            ).scalar()
+        )
