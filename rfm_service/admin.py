@@ -66,7 +66,7 @@ def _guarded(flt: Any) -> Any:
     validate = flt.validate
 
     def check(value: Any) -> bool:
-        if "\x00" in str(value) or not validate(value):
+        if not validate(value):
             return False
         try:
             return _bindable(flt.clean(value))

@@ -138,20 +138,25 @@ def current_run(conn: Connection) -> RunRef | None:
 
 def run_with_scores(conn: Connection, run_id: int, role: str = "run") -> RunRef:
     """A succeeded run whose rows are kept, or ``InsightError`` saying why not."""
+    return _ref(kept_run_row(conn, run_id, role))
+
+
+def kept_run_row(conn: Connection, run_id: int, role: str, *columns: Any) -> Any:
+    """Run ``run_id``'s row (its reference columns and ``columns``) if it
+    succeeded and its rows are kept, or ``InsightError`` saying why not."""
     row = conn.execute(
-        select(*_REF_COLUMNS, run_table.c.status).where(run_table.c.id == run_id)
+        select(*_REF_COLUMNS, run_table.c.status, *columns).where(run_table.c.id == run_id)
     ).first()
     if row is None:
         raise InsightError(f"{role}: no calculation run {run_id}")
     if row.status != "succeeded":
         raise InsightError(f"{role}: run {run_id} is {row.status}; only succeeded runs have scores")
-    run = _ref(row)
-    if not has_scores(conn, run):
+    if not has_scores(conn, _ref(row)):
         raise InsightError(
             f"{role}: the scores of run {run_id} were purged (only the newest "
             "RFM_KEEP_RUNS succeeded runs keep them)"
         )
-    return run
+    return row
 
 
 def previous_run(conn: Connection, before: int) -> RunRef | None:

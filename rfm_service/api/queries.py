@@ -42,19 +42,19 @@ class CurrentRun:
     segment_counts: dict[str, int] | None
 
 
-_CURRENT_RUN_COLUMNS = (runs.c.id, runs.c.customers_scored, runs.c.segment_counts)
-
-
 def current_run(conn: Connection) -> CurrentRun | None:
-    row = conn.execute(select(*_CURRENT_RUN_COLUMNS).where(runs.c.is_current.is_(True))).first()
+    row = conn.execute(
+        select(runs.c.id, runs.c.customers_scored, runs.c.segment_counts).where(
+            runs.c.is_current.is_(True)
+        )
+    ).first()
     return CurrentRun(row.id, row.customers_scored, row.segment_counts) if row else None
 
 
 def kept_run(conn: Connection, run_id: int) -> CurrentRun:
     """Run ``run_id`` for paging through its scores: a succeeded run whose
     rows are kept, or ``insights.InsightError`` saying why not."""
-    insights.run_with_scores(conn, run_id)
-    row = conn.execute(select(*_CURRENT_RUN_COLUMNS).where(runs.c.id == run_id)).one()
+    row = insights.kept_run_row(conn, run_id, "run", runs.c.segment_counts)
     return CurrentRun(row.id, row.customers_scored, row.segment_counts)
 
 

@@ -160,11 +160,8 @@ def score_table(
         except insights.InsightError as exc:
             note = f"Ignored run {pinned} ({exc}); showing the current run's scores."
     if run is None:
-        if run_id is None:
-            return ScoreTable(segment, 1, 1, 0, note=note)
-        try:
-            run = queries.kept_run(conn, run_id)
-        except insights.InsightError:
+        run = queries.current_run(conn)
+        if run is None or run.id != run_id:
             return ScoreTable(segment, 1, 1, 0, note=note)
     count = queries.score_count(conn, run, segment)
     pages = max(1, -(-count // page_size))
