@@ -114,6 +114,9 @@ def configure(app: Flask, config: Mapping[str, Any] | None, env: Mapping[str, st
     for key, name in positive.items():
         if app.config[key] < 1:
             raise ConfigError(f"{name} must be 1 or more, got {app.config[key]}")
+    # A run's readers may still be paging the previous run (runs.py).
+    if app.config["RFM_KEEP_RUNS"] < 2:
+        raise ConfigError(f"RFM_KEEP_RUNS must be 2 or more, got {app.config['RFM_KEEP_RUNS']}")
     work_mem_kb = _memory_kb(app.config["RFM_WORK_MEM"])
     if work_mem_kb is None:
         raise ConfigError(

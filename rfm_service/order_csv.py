@@ -236,10 +236,22 @@ def _records(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
                     f"a value longer than {limit:,} characters",
                     lambda field: len(field) > limit,
                 ) from None
+            if "new-line character seen in unquoted field" in str(exc):
+                # csv's own wording asks about Python's newline mode.
+                raise ImportFailed(
+                    f"line {reader.line_num}: a line break (\\r) inside an unquoted value; "
+                    "lines must end in \\n or \\r\\n, and a value holding a line break "
+                    "must be quoted"
+                ) from None
             raise ImportFailed(f"line {reader.line_num}: malformed CSV ({exc})") from None
         start, last_line = last_line + 1, reader.line_num
         if fields:
             yield start, fields
+
+
+# Spreadsheet exports in some locales: named in the error instead of
+# "no header row found".
+_OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 
 
 def check_header(fields: list[str], line: int = 1) -> list[str]:
@@ -251,6 +263,13 @@ def check_header(fields: list[str], line: int = 1) -> list[str]:
     if twice:
         raise ImportFailed(f"line {line}: column(s) named twice: {_names(twice)}")
     unknown = [n for n in names if n not in _PARSERS]
+    if len(names) == 1:
+        for separator, called in _OTHER_SEPARATORS.items():
+            if any(n.strip() in _PARSERS for n in names[0].split(separator)):
+                raise ImportFailed(
+                    f"line {line}: the columns are separated by {called}, not commas "
+                    f"(expected comma-separated columns {expected})"
+                )
     if len(unknown) == len(names):  # most likely data: the header was forgotten
         raise ImportFailed(f"line {line}: no header row found (expected columns {expected})")
     if unknown:

@@ -53,6 +53,23 @@ CORPUS: dict[str, tuple[bytes, tuple[str, ...]]] = {
         ("line 1: column(s) named twice: total_amount",),
     ),
     "no header": (b"1,2024-01-01,5\n", ("line 1: no header row found",)),
+    # A spreadsheet's export in some locales: said so, not "no header row found".
+    "semicolons": (
+        b"customer_id;ordered_at;total_amount\n1;2024-01-01;5\n",
+        ("line 1: the columns are separated by semicolons, not commas",),
+    ),
+    "tabs": (
+        b"Customer_ID\tordered_at\ttotal_amount\n1\t2024-01-01\t5\n",
+        ("line 1: the columns are separated by tabs, not commas",),
+    ),
+    "vertical bars": (
+        b"customer_id|ordered_at|total_amount\n1|2024-01-01|5\n",
+        ("line 1: the columns are separated by vertical bars, not commas",),
+    ),
+    "data with semicolons and no header": (
+        b"1;2024-01-01;5\n",
+        ("line 1: no header row found",),
+    ),
     "missing field": (
         H3 + b"1,2024-01-01,5\n2,2024-01-02\n",
         ("line 3: expected 3 fields, found 2",),
@@ -162,9 +179,14 @@ CORPUS: dict[str, tuple[bytes, tuple[str, ...]]] = {
     # CSV syntax
     "unterminated quote": (H4 + b'1,2024-01-01,"5,1\n', ("line 2: malformed CSV",)),
     "text after a quote": (H4 + b'1,"2024-01-01"x,5,1\n', ("line 2: malformed CSV",)),
+    # Named as such, not csv's "open the file in universal-newline mode?".
     "old mac line ends": (
         b"customer_id,ordered_at,total_amount\r1,2024-01-01,5\r",
-        ("line 1: malformed CSV",),
+        ("line 1: a line break (\\r) inside an unquoted value; lines must end in \\n or",),
+    ),
+    "a bare carriage return in a row": (
+        H3 + b"1,2024-01-01,5\r2,2024-01-02,6\n",
+        ("line 2: a line break (\\r) inside an unquoted value",),
     ),
 }
 

@@ -113,6 +113,9 @@ def test_gunicorn_stops_on_a_configuration_error(tmp_path: Path) -> None:
         ({"RFM_TIME_LIMIT": "-5"}, "RFM_TIME_LIMIT must be 1 or more, got -5"),
         ({"RFM_QUEUED_TIMEOUT": "0"}, "RFM_QUEUED_TIMEOUT must be 1 or more, got 0"),
         ({"RFM_MAX_BODY_BYTES": "-1"}, "RFM_MAX_BODY_BYTES must be 1 or more, got -1"),
+        # Was raised to 2 without a word.
+        ({"RFM_KEEP_RUNS": "1"}, "RFM_KEEP_RUNS must be 2 or more, got 1"),
+        ({"RFM_KEEP_RUNS": "0"}, "RFM_KEEP_RUNS must be 2 or more, got 0"),
         (
             {"RFM_QUERY_WORKERS": "100000"},
             "RFM_QUERY_WORKERS must be at most 1024 (PostgreSQL's limit)",
