@@ -30,4 +30,7 @@ USER rfm
 EXPOSE 8000 5555
 # Threads (gthread): a sync worker is killed after --timeout (30 s) even while
 # it streams a download, which cut a CSV export to a slow client short.
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "wsgi:app"]
+# No control socket: gunicorn 27 makes one under $HOME, which is /app here and
+# not the rfm user's to write, so every start logged "[ERROR] Control server
+# error"; nothing here uses it.
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "--no-control-socket", "wsgi:app"]
