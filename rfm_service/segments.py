@@ -10,6 +10,7 @@ import itertools
 import json
 import re
 import tomllib
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,11 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 
 # A CSV cell starting with one of these is a formula to a spreadsheet.
 FORMULA_STARTS = "=+-@"
+# Control characters (NUL, tab, newline, ...), lone surrogates and line or
+# paragraph separators: PostgreSQL refuses NUL in text and nothing encodes a
+# surrogate as UTF-8, so every calculation failed; a line break splits the
+# one-line messages that name a segment.
+FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 
 def slugify(name: str) -> str:
@@ -164,6 +170,12 @@ def parse_rules(data: Any, source: str = "rules") -> tuple[Rule, ...]:
         name = item.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > 64:
             raise RuleError(f"{where}: name must be a non-empty string of at most 64 characters")
+        bad = next((c for c in name if unicodedata.category(c) in FORBIDDEN_CATEGORIES), None)
+        if bad is not None:
+            raise RuleError(
+                f"{where} ({name!r}): a name may not contain the control or separator "
+                f"character U+{ord(bad):04X}"
+            )
         if name.strip()[0] in FORMULA_STARTS:  # names go into CSV exports as they are
             raise RuleError(
                 f"{where} ({name}): a name may not start with {name.strip()[0]!r}, "
@@ -192,6 +204,10 @@ def load_rules(path: str | None) -> tuple[Rule, ...]:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise RuleError(f"cannot read segment rules file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise RuleError(
+            f"{path}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
     try:
         data = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -112,6 +112,12 @@ m = [1, 5]
         (GOOD.replace('"Best"', '" +cmd"'), "may not start with '+'"),
         (GOOD.replace('"Best"', '"-1"'), "may not start with '-'"),
         (GOOD.replace('"Best"', '"@SUM(1)"'), "may not start with '@'"),
+        # PostgreSQL refuses NUL in text: every calculation failed (SQLite stored it).
+        (GOOD.replace('"Best"', '"Be\\u0000st"'), "control or separator character U+0000"),
+        # A line break split the one-line messages naming the segment.
+        (GOOD.replace('"Best"', '"Be\\nst"'), "control or separator character U+000A"),
+        (GOOD.replace('"Best"', '"Be\\tst"'), "control or separator character U+0009"),
+        (GOOD.replace('"Best"', '"Be\\u2028st"'), "control or separator character U+2028"),
     ],
 )
 def test_invalid_rule_file_stops_the_app_at_start(tmp_path: Path, body: str, message: str) -> None:
@@ -143,6 +149,35 @@ def test_json_rule_files_are_accepted(tmp_path: Path) -> None:
     )
     app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"}, env={"RFM_SEGMENT_RULES": path})
     assert Counter(cell_map(app.extensions["rfm_rules"]).values()) == {"All": 125}
+
+
+def test_a_lone_surrogate_in_a_json_name_stops_the_app_at_start(tmp_path: Path) -> None:
+    """UTF-8 cannot encode it: every calculation, and the dry run, ended in a
+    traceback (UnicodeEncodeError) on both databases."""
+    path = write_rules(tmp_path, '[{"name": "A\\ud800", "r": 1, "f": 1, "m": 1}]', ".json")
+    with pytest.raises(ConfigError, match="control or separator character U\\+D800"):
+        create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"}, env={"RFM_SEGMENT_RULES": path})
+
+
+def test_names_in_other_scripts_keep_their_joiners(tmp_path: Path) -> None:
+    """Format characters are letters' business (Persian writes words with a
+    zero-width non-joiner); only controls and separators are refused."""
+    path = write_rules(
+        tmp_path, GOOD.replace('"Best"', '"\u0645\u06cc\u200c\u062e\u0648\u0627\u0645"')
+    )
+    app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"}, env={"RFM_SEGMENT_RULES": path})
+    assert app.extensions["rfm_rules"][0].name == "\u0645\u06cc\u200c\u062e\u0648\u0627\u0645"
+
+
+def test_a_rule_file_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    """It was a UnicodeDecodeError traceback (exit 1 from flask, 2 from celery)."""
+    path = tmp_path / "rules.json"
+    path.write_bytes(b'[{"name": "Caf\xe9", "r": 1, "f": 1, "m": 1}]')
+    with pytest.raises(ConfigError) as error:
+        create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"}, env={"RFM_SEGMENT_RULES": str(path)})
+    assert str(error.value) == (
+        f"invalid segment rules: {path}: not valid UTF-8 (byte 0xe9 at offset 14)"
+    )
 
 
 def test_missing_rule_file_is_a_clear_error(tmp_path: Path) -> None:
