@@ -7,29 +7,34 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
 from . import export, insights
+from .api import queries
 from .cli_errors import one_line_errors
 from .extensions import db
-from .segments import resolve_segment, segment_names
+from .segments import resolve_name, run_segment_names
 
 
-def _segment(value: str | None) -> str | None:
+def _segment(value: str | None, counts: Mapping[str, Any] | None) -> str | None:
     """Checked in the command, not a click callback: callbacks run before
-    ``with_appcontext`` has made the app (and its rule table) current."""
+    ``with_appcontext`` has made the app (and its rule table) current.
+    ``counts``: the run's stored segment counts, which name its segments
+    (those of the rule file it was calculated with)."""
     if value is None:
         return None
     rules = current_app.extensions["rfm_rules"]
-    name = resolve_segment(rules, value)
+    names = run_segment_names(rules, counts)
+    name = resolve_name(names, value)
     if name is None:
         raise click.BadParameter(
-            f"unknown segment {value!r}; valid: {', '.join(segment_names(rules))}",
+            f"unknown segment {value!r}; valid: {', '.join(names)}",
             param_hint="'--segment'",
         )
     return name
@@ -87,9 +92,10 @@ def export_rfm(file: str, segment: str | None) -> None:
     file appears only once complete.
     """
     started = time.perf_counter()
-    segment = _segment(segment)
     with db.engine.connect() as conn:
         run = insights.current_run(conn)
+        counts = queries.run_by_id(conn, run.id)["segment_counts"] if run else None
+    segment = _segment(segment, counts)
     if run is None:
         raise click.ClickException("no calculation has succeeded yet; nothing to export")
     rows = [0]

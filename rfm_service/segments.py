@@ -11,7 +11,7 @@ import json
 import re
 import tomllib
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,11 +101,29 @@ def segment_names(rules: Sequence[Rule]) -> list[str]:
 
 def resolve_segment(rules: Sequence[Rule], text: str) -> str | None:
     """A segment name from its name (any case) or slug; ``None`` if unknown."""
+    return resolve_name(segment_names(rules), text)
+
+
+def resolve_name(names: Iterable[str], text: str) -> str | None:
+    """One of ``names`` from its name (any case) or slug; ``None`` if none."""
     wanted = text.strip().lower()
-    for name in segment_names(rules):
+    for name in names:
         if wanted and wanted in (name.lower(), slugify(name)):
             return name
     return None
+
+
+def run_segment_names(rules: Sequence[Rule], counts: Mapping[str, Any] | None) -> list[str]:
+    """The segments of a run: those of the rule table it was calculated with,
+    which may not be the one configured now (a succeeded run stores a count
+    for each of them, empty ones too). In the configured table's order where
+    it has them, the others after in name order, ``Others`` last. A run
+    without stored counts has the configured table's."""
+    if counts is None:
+        return segment_names(rules)
+    configured = [name for name in segment_names(rules) if name in counts and name != OTHERS]
+    earlier = sorted(set(counts) - set(configured) - {OTHERS})
+    return [*configured, *earlier, OTHERS]
 
 
 def _range(raw: Any, where: str) -> tuple[int, int]:

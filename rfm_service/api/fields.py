@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -10,15 +11,41 @@ import marshmallow as ma
 from flask import current_app
 from marshmallow import fields
 
-from ..segments import resolve_segment, segment_names, slugify
+from ..segments import resolve_name, resolve_segment, run_segment_names, segment_names, slugify
 from ..timeutil import DATE_PATTERN, UTC
 from .queries import ORDERING_COLUMNS
 
 
-def segment_help() -> str:
-    """The valid segment names, for error details."""
-    names = segment_names(current_app.extensions["rfm_rules"])
-    return f"valid segments: {', '.join(names)} (any case, or a slug such as {slugify(names[0])})"
+def segment_help(names: list[str] | None = None, run_id: int | None = None) -> str:
+    """The valid segment names (the configured rule table's unless given), for
+    error details."""
+    if names is None:
+        names = segment_names(current_app.extensions["rfm_rules"])
+    where = f" of run {run_id}" if run_id is not None else ""
+    return (
+        f"valid segments{where}: {', '.join(names)} "
+        f"(any case, or a slug such as {slugify(names[0])})"
+    )
+
+
+def run_segment(text: str, run_id: int | None, counts: Mapping[str, Any] | None) -> str:
+    """Segment ``text`` (name in any case, or slug) of run ``run_id``, whose
+    stored ``counts`` name every segment of the rule table it was calculated
+    with: a run keeps its own names when the rule file changes, and a name
+    it never had is unknown there rather than an empty segment. Raises
+    ``ValidationError`` saying which names the run has."""
+    rules = current_app.extensions["rfm_rules"]
+    names = run_segment_names(rules, counts)  # no run yet: the configured table's
+    name = resolve_name(names, text)
+    if name is not None:
+        return name
+    detail = f"unknown segment {text!r}; {segment_help(names, run_id)}"
+    if run_id is not None and resolve_segment(rules, text) is not None:
+        detail += (
+            f"; run {run_id} was calculated with another segment rule file, "
+            "and its scores keep the segments of that file"
+        )
+    raise ma.ValidationError(detail)
 
 
 class StrictDate(fields.Date):
@@ -68,14 +95,9 @@ class UTCTimestamp(fields.String):
 
 
 class SegmentName(fields.String):
-    """A segment by name (any case) or slug; loads as the canonical name."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        name = resolve_segment(current_app.extensions["rfm_rules"], text)
-        if name is None:
-            raise ma.ValidationError(f"unknown segment {text!r}; {segment_help()}")
-        return name
+    """A segment by name (any case) or slug. Loads as the text given: which
+    names are valid depends on the run read (``run_segment``), known only
+    once the query runs."""
 
     def make_error(self, key: str, **kwargs: Any) -> ma.ValidationError:
         if key == "required":  # the names depend on the configured rule table

@@ -45,7 +45,10 @@ _ORDERING_HELP = (
     f"Comma-separated fields among {', '.join(ORDERING_COLUMNS)}; prefix '-' for "
     "descending. customer_id is always the final tie-break. Default: customer_id."
 )
-_SEGMENT_HELP = "A segment name (case-insensitive) or its slug, such as at-risk."
+_SEGMENT_HELP = (
+    "A segment name (case-insensitive) or its slug, such as at-risk: one of the "
+    "segments of the run read, which keeps those of the rule file it was calculated with."
+)
 
 
 _RUN_HELP = (

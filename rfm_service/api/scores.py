@@ -6,12 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify
+from marshmallow import ValidationError
 
 from .. import insights
 from ..extensions import db
 from ..models import MAX_ID
 from . import queries
 from .errors import DetailSchema, fail
+from .fields import run_segment
 from .pagination import paginate
 from .parsing import Blueprint
 from .schemas import (
@@ -52,6 +54,8 @@ def _score_page(args: dict[str, Any]) -> Response:
                 fail(400, str(exc))
         else:
             run = queries.current_run(conn)
+        if segment is not None:
+            segment = _segment_of(run, segment)
         count = queries.score_count(conn, run, segment) if run else 0
         page = paginate(count, args["page"], args["page_size"])
         rows = []
@@ -66,6 +70,14 @@ def _score_page(args: dict[str, Any]) -> Response:
             )
     pin = {"run": str(run.id)} if run is not None else None
     return jsonify(page.body([score_object(row) for row in rows], pin))
+
+
+def _segment_of(run: queries.CurrentRun | None, text: str) -> str:
+    """The segment ``text`` names in ``run`` (its own names), or a 400."""
+    try:
+        return run_segment(text, run.id if run else None, run.segment_counts if run else None)
+    except ValidationError as exc:
+        fail(400, f"segment: {exc.messages[0]}")
 
 
 @bp.route("/", methods=["GET"], strict_slashes=False)

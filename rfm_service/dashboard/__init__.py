@@ -18,7 +18,7 @@ from flask import Blueprint, current_app, render_template, request
 
 from ..api import queries
 from ..extensions import db
-from ..segments import resolve_segment, segment_names
+from ..segments import segment_names
 from . import figures
 
 PAGE_SIZE = 25
@@ -69,10 +69,8 @@ def _whole_number(name: str, notices: list[str]) -> int | None:
 def index() -> str:
     rules = current_app.extensions["rfm_rules"]
     notices = []
-    wanted = request.args.get("segment", "").strip()
-    segment = resolve_segment(rules, wanted) if wanted else None
-    if wanted and segment is None:
-        notices.append(f"Unknown segment {wanted!r}; showing all segments.")
+    # Resolved among the segments of the run the table shows (figures.score_table).
+    wanted = request.args.get("segment", "").strip() or None
     page = _whole_number("page", notices)
     done = _whole_number("done", notices)
     pinned = _whole_number("run", notices)
@@ -82,11 +80,13 @@ def index() -> str:
             # (SQLite reads stay within the one run they name).
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         data = figures.collect(
-            conn, rules, segment=segment, page=page or 1, page_size=PAGE_SIZE, scores_run=pinned
+            conn, rules, segment=wanted, page=page or 1, page_size=PAGE_SIZE, scores_run=pinned
         )
         finished = queries.run_by_id(conn, done) if done else None
     if done and finished is None:
         notices.append(f"There is no run {done}.")
+    if data["scores"].segment_note:
+        notices.append(data["scores"].segment_note)
     if data["scores"].note:
         notices.append(data["scores"].note)
     pages = data["scores"].pages

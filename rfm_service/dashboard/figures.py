@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 
 from .. import insights
 from ..api import queries
-from ..segments import Rule, slugify
+from ..segments import Rule, resolve_name, run_segment_names, slugify
 from ..timeutil import utcnow
 
 SHADES = 5  # CSS classes shade-0 .. shade-5
@@ -45,6 +45,7 @@ class ScoreTable:
     rows: list[dict[str, Any]] = field(default_factory=list)
     run_id: int | None = None  # the run the rows are from; the pager's links name it
     note: str | None = None  # why the rows are not the current run's, or why a run was ignored
+    segment_note: str | None = None  # why the segment asked for was ignored
 
 
 def segment_bars(stats: dict[str, Any]) -> list[dict[str, Any]]:
@@ -138,6 +139,20 @@ def history(conn: Connection) -> list[dict[str, Any]]:
     return [{**run, "duration": _duration(run)} for run in rows]
 
 
+def _run_segment(
+    rules: Sequence[Rule], counts: dict[str, int] | None, wanted: str | None
+) -> tuple[str | None, str | None]:
+    """The segment ``wanted`` names among a run's own segments (those of the
+    rule file it was calculated with, which its stored counts list), and the
+    notice if it names none."""
+    if not wanted:
+        return None, None
+    segment = resolve_name(run_segment_names(rules, counts), wanted)
+    if segment is None:
+        return None, f"Unknown segment {wanted!r}; showing all segments."
+    return segment, None
+
+
 def score_table(
     conn: Connection,
     run_id: int | None,
@@ -145,10 +160,13 @@ def score_table(
     page: int,
     page_size: int,
     pinned: int | None = None,
+    rules: Sequence[Rule] = (),
 ) -> ScoreTable:
     """A page of run ``run_id``'s scores, or of run ``pinned`` (the run the
     pager's links name), so a reader paging through stays on one run even if
-    a recalculation finishes meanwhile."""
+    a recalculation finishes meanwhile. ``segment`` is the text asked for,
+    resolved among that run's own segments: a run keeps the names of the rule
+    file it was calculated with."""
     run, note = None, None
     if pinned is not None and pinned != run_id:
         try:
@@ -162,7 +180,9 @@ def score_table(
     if run is None:
         run = queries.current_run(conn)
         if run is None or run.id != run_id:
-            return ScoreTable(segment, 1, 1, 0, note=note)
+            segment, segment_note = _run_segment(rules, None, segment)
+            return ScoreTable(segment, 1, 1, 0, note=note, segment_note=segment_note)
+    segment, segment_note = _run_segment(rules, run.segment_counts, segment)
     count = queries.score_count(conn, run, segment)
     pages = max(1, -(-count // page_size))
     page = min(max(page, 1), pages)
@@ -174,7 +194,7 @@ def score_table(
         offset=(page - 1) * page_size,
         limit=page_size,
     )
-    return ScoreTable(segment, page, pages, count, rows, run.id, note)
+    return ScoreTable(segment, page, pages, count, rows, run.id, note, segment_note)
 
 
 def collect(
@@ -187,13 +207,15 @@ def collect(
     scores_run: int | None = None,
 ) -> dict[str, Any]:
     """Everything the page shows, read in one connection; the scores table
-    of run ``scores_run`` if given (the pager's links name it)."""
+    of run ``scores_run`` if given (the pager's links name it), of segment
+    ``segment`` (the text asked for: a name in any case, or a slug)."""
     runs = history(conn)
     current = queries.current_statistics(conn)
     figures: dict[str, Any] = {"runs": runs, "last_run": runs[0] if runs else None}
     if current is None or current[1] is None:
         figures.update(run_id=None, stats=None, movement=None, movement_note=None)
-        figures["scores"] = ScoreTable(segment, 1, 1, 0)
+        segment, segment_note = _run_segment(rules, None, segment)
+        figures["scores"] = ScoreTable(segment, 1, 1, 0, segment_note=segment_note)
         return figures
     run_id, stats = current
     run = insights.run_with_scores(conn, run_id)
@@ -206,6 +228,6 @@ def collect(
         thresholds=thresholds(stats),
         movement=movement,
         movement_note=note,
-        scores=score_table(conn, run_id, segment, page, page_size, scores_run),
+        scores=score_table(conn, run_id, segment, page, page_size, scores_run, rules),
     )
     return figures
