@@ -35,7 +35,7 @@ from werkzeug.exceptions import Forbidden
 from .extensions import db
 from .models import MAX_ID, RFMRun, RFMScore
 from .score_storage import segment_is
-from .segments import Rule, segment_names
+from .segments import Rule, run_segment_names, segment_names
 
 ACCESS_HOOK = "rfm_admin_access"
 MAX_PAGE = 10**9  # list pages are numbered from 0
@@ -210,6 +210,32 @@ class ScoreView(ReadOnlyView):
 
     def search_placeholder(self) -> str:
         return "Customer id"
+
+    def _get_filter_groups(self) -> Any:
+        """The Segment filter offers the configured rule file's segments and
+        those of the runs whose scores are kept, read at each request: a run
+        keeps the segments of the rule file it was calculated with, so after
+        the file changes the current run's segments (until the next
+        calculation) and an earlier run's stay selectable, and a new name the
+        current run does not have is not the only choice."""
+        groups = super()._get_filter_groups()
+        if groups and "Segment" in groups:
+            options = [(name, name) for name in self._segment_options()]
+            groups["Segment"] = [{**item, "options": options} for item in groups["Segment"]]
+        return groups
+
+    def _segment_options(self) -> list[str]:
+        rules = current_app.extensions["rfm_rules"]
+        kept = db.session.execute(
+            select(RFMRun.segment_counts)
+            .where(RFMRun.status == "succeeded")
+            .order_by(RFMRun.id.desc())
+            .limit(max(current_app.config["RFM_KEEP_RUNS"], 2))
+        ).scalars()
+        names = dict.fromkeys(segment_names(rules))
+        for counts in kept:
+            names.update(dict.fromkeys(counts or ()))
+        return run_segment_names(rules, names)
 
     def _run_filter_given(self) -> bool:
         """A valid Run filter: Flask-Admin drops an invalid one (with a

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,3 +157,26 @@ def test_the_dashboard_pages_a_pinned_run_by_its_own_names(changed: dict[str, An
     assert f'data-count="{counts_a["At Risk"]}" data-segment="At Risk" data-run="{a}"' in page
     page = client.get(f"/?segment=at-risk-vip&run={a}").get_data(as_text=True)
     assert "Unknown segment &#39;at-risk-vip&#39;; showing all segments." in page
+
+
+def _admin_segment_options(html: str) -> list[str]:
+    found = re.search(r'id="filter-groups-data" class="d-none">([^<]*)<', html)
+    assert found is not None
+    groups = json.loads(found.group(1).replace("&#34;", '"').replace("&amp;", "&"))
+    return [value for value, _ in groups["Segment"][0]["options"]]
+
+
+def test_the_admin_segment_filter_offers_the_kept_runs_segments(changed: dict[str, Any]) -> None:
+    """It offered the configured file's names only: after the file changed
+    back, none of the current run's renamed segments could be chosen, and
+    each choice of the new file listed nobody."""
+    for app in (changed["app"], changed["b_app"]):
+        html = app.test_client().get("/admin/scores/").get_data(as_text=True)
+        options = _admin_segment_options(html)
+        assert {VIP, ODD, "At Risk", "Hibernating", "Others"} <= set(options)
+        assert options[-1] == "Others" and len(options) == len(set(options))
+    client = changed["app"].test_client()
+    html = client.get(f"/admin/scores/?flt0_segment_equals={quote(ODD)}").get_data(as_text=True)
+    cells = re.findall(r'<td class="col-segment">\s*([^<]*?)\s*</td>', html)
+    assert len(cells) == changed["cb"][ODD]  # fewer than a page
+    assert set(cells) == {ODD.replace("&", "&amp;")}
