@@ -33,4 +33,9 @@ EXPOSE 8000 5555
 # No control socket: gunicorn 27 makes one under $HOME, which is /app here and
 # not the rfm user's to write, so every start logged "[ERROR] Control server
 # error"; nothing here uses it.
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "--no-control-socket", "wsgi:app"]
+# --preload: the app is built once, before the workers fork (it opens no
+# connection or thread while it is built). A configuration error then stops
+# gunicorn with the one-line reason and exit status 3; with two workers
+# building it, gunicorn 27 followed the reason with its own HaltServer
+# traceback and exit status 1.
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "--no-control-socket", "--preload", "wsgi:app"]

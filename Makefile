@@ -33,7 +33,7 @@ demo: db
 
 serve: venv
 	@echo "Serving on http://$(HOST):$(PORT)/ (Ctrl-C stops)"
-	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 1 --threads 8 --no-control-socket wsgi:app
+	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 1 --threads 8 --no-control-socket --preload wsgi:app
 
 ## make test: the whole suite against real PostgreSQL and Redis
 test: venv services

@@ -349,6 +349,25 @@ def test_web_serves_readyz_and_passes_its_healthcheck(
     assert "[ERROR]" not in web.log(), web.tail()
 
 
+def test_web_stops_on_a_configuration_error_with_one_line(pg_url: str, compose_queue: str) -> None:
+    """gunicorn 27 with two workers that each fail to build the app followed
+    the reason with its own HaltServer traceback and exited 1; built once
+    before the fork (--preload), the reason is all there is, with status 3."""
+    env = {**local_env("web", pg_url, compose_queue), "RFM_WORK_MEM": "lots"}
+    argv = local_argv(command("web"), {"0.0.0.0:8000": f"127.0.0.1:{free_port()}"})
+    argv[0] = str(BIN / argv[0])
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, timeout=60, check=False)
+
+    errors = done.stderr.decode()
+    reason = (
+        "rfm-service: configuration error: RFM_WORK_MEM must be a PostgreSQL memory "
+        "size such as 256MB, got 'lots'"
+    )
+    assert done.returncode == 3, errors
+    assert errors.count(reason) == 1, errors
+    assert "Traceback" not in errors, errors
+
+
 def _answers_ping(service: Service) -> bool:
     """The worker with this pid answers (compose gives it no -n, so find it by pid)."""
     control = control_app()
