@@ -21,6 +21,8 @@ _CRONTAB_FIELDS = (
     ("month", 12, 1),
     ("day-of-week", 7, 0),
 )
+# Days in each month, February of a leap year.
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 def schedule_from_crontab(expression: str) -> crontab:
@@ -41,15 +43,27 @@ def schedule_from_crontab(expression: str) -> crontab:
             ) from None
     minute, hour, day_of_month, month_of_year, day_of_week = fields
     try:
-        return crontab(
+        schedule = crontab(
             minute=minute,
             hour=hour,
             day_of_month=day_of_month,
             month_of_year=month_of_year,
             day_of_week=day_of_week,
         )
-    except Exception as exc:  # e.g. "31 in February": each field alone is fine
+    except Exception as exc:
         raise ValueError(f"RFM_SCHEDULE {expression!r} is not a valid crontab: {exc}") from None
+    # Each field alone is fine, but "31 in February" never comes (Celery 5.7
+    # refuses it; 5.6, which requirements.txt pins, would accept it).
+    if not any(
+        day <= _DAYS_IN_MONTH[month - 1]
+        for month in schedule.month_of_year
+        for day in schedule.day_of_month
+    ):
+        raise ValueError(
+            f"RFM_SCHEDULE {expression!r} is not a valid crontab: day-of-month "
+            f"{day_of_month!r} never occurs in month {month_of_year!r}"
+        )
+    return schedule
 
 
 def celery_config(app: Flask) -> dict[str, Any]:
@@ -171,8 +185,13 @@ def _auth_options(argv: Sequence[str]) -> dict[str, str]:
 def _flower_auth_guard(app: Flask) -> click.Option:
     # Celery adds "preload" options to every subcommand, plugins included, so
     # this callback sees the `flower` subcommand before Flower starts serving.
-    def check(ctx: click.Context, _param: click.Parameter, _value: object) -> None:
+    def check(ctx: click.Context, param: click.Parameter, _value: object) -> None:
         if ctx.info_name != "flower":
+            # Celery 5.6 hands every preload option's value to the commands it
+            # wraps (worker, beat, inspect: each takes **kwargs) and fails with
+            # KeyError on one that is missing. Flower's command is not wrapped
+            # and takes no such keyword, so it gets no value.
+            ctx.params[str(param.name)] = None
             return
         argv = [str(arg) for arg in ctx.params.get("tornado_argv") or ()]
         problem = flower_auth_problem(app.config["FLOWER_BASIC_AUTH"], argv)

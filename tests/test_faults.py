@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -30,6 +31,7 @@ from flask_migrate import upgrade
 from rfm_service import executor, runs
 from rfm_service.extensions import db
 from tests.celery_support import (
+    Service,
     empty_tables_bounded,
     get_run,
     service_env,
@@ -411,6 +413,69 @@ def test_frozen_redis_fails_fast_too(pg_url: str) -> None:
         accepted = client.post("/api/rfm/calculate/", json={"as_of": NEW_AS_OF})
         assert accepted.status_code == 202 and accepted.get_json()["created"] is True
         assert redis_queue_length(broker.url(), "q") == 1
+
+
+@pytest.mark.celery
+def test_worker_outlives_a_redis_restart_while_a_calculation_runs(
+    pg_url: str, service_logs: Path
+) -> None:
+    """Redis stopped and started again while the worker runs a calculation:
+    the worker reconnects by itself, the run succeeds and the next request
+    is served. Celery 5.7.0's worker exited here ("Unrecoverable error:
+    AttributeError ... 'hostname'") at two processes, with the consumer in
+    BRPOP while the task ran; requirements.txt pins 5.6.3."""
+    queue = f"rfm-fault-restart-{uuid.uuid4().hex[:8]}"
+    with (
+        private_redis() as broker,
+        app_on(pg_url, REDIS_URL=broker.url(), RFM_TASK_QUEUE=queue, RFM_EXECUTOR="celery") as app,
+    ):
+        seed(app)
+        calculate_in_process(app)
+        client = app.test_client()
+        argv = [
+            "celery", "-A", "worker", "worker", "--loglevel", "INFO", "--pool", "prefork",
+            "--concurrency", "2", "-Q", queue, "--without-mingle", "--without-gossip",
+        ]  # fmt: skip
+        env = service_env(pg_url, queue, REDIS_URL=broker.url())
+        with start_service("worker-redis-restart", argv, env, service_logs) as worker:
+            worker.wait_for_log("ready.", timeout=30)
+            with table_locked(app, "rfm_scores", "SHARE"):
+                run_id = post_a_stalled_run(app, client)
+
+                broker.stop()
+                worker.wait_for_log("Connection to broker lost", timeout=20)
+                # A worker that gave up keeps running until the stalled task
+                # ends (a warm shutdown): look at what it logged.
+                worker.wait_for("a reconnection attempt", lambda: reconnecting(worker), timeout=20)
+                broker.start()  # the same port, empty
+
+                worker.wait_for(
+                    "a new connection to Redis",
+                    lambda: worker.log().count("Connected to redis://") >= 2,
+                    timeout=30,
+                )
+            done = wait_for_run(app, run_id, timeout=30)
+            assert (done["status"], done["error"]) == ("succeeded", None)
+
+            # The worker still takes tasks: the next request is calculated.
+            posted = client.post("/api/rfm/calculate/", json={"as_of": OLD_AS_OF.isoformat()})
+            assert posted.status_code == 202
+            later = posted.get_json()["id"]
+            assert later != run_id
+            worker.wait_for(
+                f"run {later} to succeed",
+                lambda: get_run(app, later)["status"] == "succeeded",
+                timeout=30,
+            )
+            assert worker.running()
+            assert "Unrecoverable error" not in worker.log()
+
+
+def reconnecting(worker: Service) -> bool:
+    log = worker.log()
+    gave_up = [line for line in log.splitlines() if "Unrecoverable error" in line]
+    assert not gave_up, f"the worker gave up: {gave_up[0]}\n{worker.tail()}"
+    return "Cannot connect to redis://" in log
 
 
 def test_postgresql_restart_gives_503_then_recovers_by_itself() -> None:
