@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, select
 
 from .models import SCORE_FIELDS, RFMScore
 from .score_storage import segment_is
+from .segments import slugify
 
 scores = RFMScore.__table__
 COLUMNS = SCORE_FIELDS
@@ -42,10 +43,11 @@ def content_disposition(name: str) -> str:
 
 def filename(run_id: int, as_of: dt.date, segment: str | None) -> str:
     """A safe download name, e.g. ``rfm-scores-2026-01-31-run-7-at-risk.csv``
-    (letters of any script stay: see ``content_disposition``)."""
-    suffix = ""
-    if segment:
-        suffix = "-" + "".join(c if c.isalnum() else "-" for c in segment.lower()).strip("-")
+    (letters of any script stay: see ``content_disposition``). The segment
+    as its slug, the form the API also takes; a name of punctuation only has
+    none and adds nothing."""
+    slug = slugify(segment) if segment else ""
+    suffix = f"-{slug}" if slug else ""
     return f"rfm-scores-{as_of.isoformat()}-run-{run_id}{suffix}.csv"
 
 

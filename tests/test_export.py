@@ -232,6 +232,21 @@ def test_export_during_a_recalculation_stays_on_its_run(pg_app: Flask) -> None:
 
 
 @pytest.mark.parametrize(
+    "segment, name",
+    [
+        ("At Risk", "rfm-scores-2026-03-01-run-7-at-risk.csv"),
+        # Each character outside letters and digits made a dash of its own.
+        ("At Risk/VIP", "rfm-scores-2026-03-01-run-7-at-risk-vip.csv"),
+        ("a&b %#? 名前", "rfm-scores-2026-03-01-run-7-a-b-名前.csv"),
+        ("%%%", "rfm-scores-2026-03-01-run-7.csv"),
+        (None, "rfm-scores-2026-03-01-run-7.csv"),
+    ],
+)
+def test_download_names_carry_the_segment_slug(segment: str | None, name: str) -> None:
+    assert export.filename(7, dt.date(2026, 3, 1), segment) == name
+
+
+@pytest.mark.parametrize(
     "name, header",
     [
         (
