@@ -161,7 +161,8 @@ class Stack:
         )  # fmt: skip
         port = free_port()
         web = self.start("gunicorn", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                         "--threads", "4", "wsgi:app")  # fmt: skip  # as README's full stack
+                         "--threads", "4", "--no-control-socket", "--preload",
+                         "wsgi:app")  # fmt: skip  # as README's full stack
         self.base_url = f"http://127.0.0.1:{port}"
         self._wait("the worker to be ready", worker, lambda: "ready." in worker.tail(200))
         self._wait("gunicorn to answer /readyz", web, self._ready)
