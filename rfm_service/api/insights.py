@@ -103,7 +103,7 @@ def transitions(args: dict[str, Any]) -> Any:
                 role: insights.pair_segment(conn, rules, before, after, args[role], role)
                 for role in ("from_segment", "to_segment")
             }
-            return _customer_page(conn, before.id, after.id, {**args, **cell})
+            return _customer_page(conn, before, after, {**args, **cell})
         counts = insights.cached_transition_counts(conn, before, after)
     body = insights.movement(counts, rules)
     body.update(from_run=before, to_run=after, none_segment=insights.NONE)
@@ -124,9 +124,12 @@ def transitions(args: dict[str, Any]) -> Any:
     return TransitionsSchema().dump(body)
 
 
-def _customer_page(conn: Any, from_id: int, to_id: int, args: dict[str, Any]) -> dict[str, Any]:
+def _customer_page(
+    conn: Any, before: insights.RunRef, after: insights.RunRef, args: dict[str, Any]
+) -> dict[str, Any]:
     source, target = args["from_segment"], args["to_segment"]
-    count = insights.transition_count(conn, from_id, to_id, source, target)
+    from_id, to_id = before.id, after.id
+    count = insights.cell_count(conn, before, after, source, target)
     page = paginate(count, args["page"], args["page_size"])
     rows = insights.transition_customers(
         conn, from_id, to_id, source, target, offset=page.offset, limit=page.size
