@@ -71,13 +71,16 @@ def score_count(conn: Connection, run: CurrentRun, segment: str | None) -> int:
     return int(conn.execute(query).scalar_one())
 
 
-def order_by(ordering: Ordering) -> list[ColumnElement[Any]]:
+def order_by(ordering: Ordering, reverse: bool = False) -> list[ColumnElement[Any]]:
+    """The ORDER BY of ``ordering``, customer id last; ``reverse``: the
+    opposite order, row for row."""
     clauses = [
-        ORDERING_COLUMNS[name].desc() if desc else ORDERING_COLUMNS[name].asc()
+        ORDERING_COLUMNS[name].desc() if desc != reverse else ORDERING_COLUMNS[name].asc()
         for name, desc in ordering
     ]
     if "customer_id" not in {name for name, _ in ordering}:
-        clauses.append(scores.c.customer_id.asc())  # a stable order: pages never overlap
+        # A stable order: pages never overlap.
+        clauses.append(scores.c.customer_id.desc() if reverse else scores.c.customer_id.asc())
     return clauses
 
 
@@ -89,17 +92,34 @@ def score_rows(
     ordering: Ordering,
     offset: int,
     limit: int,
+    total: int | None = None,
 ) -> list[dict[str, Any]]:
+    """A page of the run's scores; ``total``, the rows the run (or segment)
+    has, lets a page in the second half be read from the far end: the
+    opposite order skips the rows after the page instead of those before it,
+    so no page skips more than half (an index read backwards, or a top-N
+    sort of at most half the rows)."""
+
+    def by_marks(order: Ordering) -> bool:
+        return segment is None and all(o == ("customer_id", False) for o in order)
+
+    after = None if total is None else total - offset - limit  # rows after the page
+    # Page marks serve every depth of ascending customer ids already.
+    reverse = after is not None and after < offset and not by_marks(ordering)
+    if reverse and total is not None and after is not None:
+        offset, limit = max(after, 0), min(limit, total - offset)
     query = select(*SCORE_COLUMNS).where(scores.c.run_id == run_id)
     if segment is not None:
         query = query.where(score_storage.segment_is(scores.c.segment, segment))
-    if segment is None and all(o == ("customer_id", False) for o in ordering) and offset:
-        # The default order: seek to the nearest page mark instead of skipping
-        # up to a million rows (deep pages cost what the first one does).
+    flipped = [(name, desc != reverse) for name, desc in ordering] or [("customer_id", reverse)]
+    if offset and by_marks(flipped):
+        # Ascending customer ids: seek to the nearest page mark instead of
+        # skipping up to a million rows (deep pages cost what the first one does).
         start, offset = score_storage.page_start(run_id, offset)
         query = query.where(scores.c.customer_id >= start)
-    query = query.order_by(*order_by(ordering)).offset(offset).limit(limit)
-    return [dict(row) for row in conn.execute(query).mappings()]
+    query = query.order_by(*order_by(ordering, reverse)).offset(offset).limit(limit)
+    rows = [dict(row) for row in conn.execute(query).mappings()]
+    return rows[::-1] if reverse else rows
 
 
 # --- one customer's score: the hot path of GET /api/rfm/{id}/ ----------------

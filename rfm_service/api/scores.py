@@ -67,6 +67,7 @@ def _score_page(args: dict[str, Any]) -> Response:
                 ordering=args.get("ordering", ()),
                 offset=page.offset,
                 limit=page.size,
+                total=count,
             )
     pin = {"run": str(run.id)} if run is not None else None
     return jsonify(page.body([score_object(row) for row in rows], pin))

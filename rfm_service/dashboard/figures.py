@@ -193,6 +193,7 @@ def score_table(
         ordering=[("monetary", True)],
         offset=(page - 1) * page_size,
         limit=page_size,
+        total=count,
     )
     return ScoreTable(segment, page, pages, count, rows, run.id, note, segment_note)
 
