@@ -358,18 +358,28 @@ def transition_customers(
     *,
     offset: int,
     limit: int,
+    total: int | None = None,
 ) -> list[dict[str, Any]]:
     """One page (by customer id) of the customers moving ``source`` -> ``target``,
-    each with both runs' scores (``None`` for the side it is absent from)."""
+    each with both runs' scores (``None`` for the side it is absent from).
+    ``total``, the cell's customers, lets a page in the second half be read
+    from the far end (descending ids), so no page skips more than half the
+    cell: the last page of Others -> Others at 1M customers took 1.2-1.7 s."""
 
     def columns(a: Any, b: Any) -> list[Any]:
         customer = (a if a is not None else b).c.customer_id
         return [customer.label("customer_id"), *_side(a, "from"), *_side(b, "to")]
 
     query = _transition_query(from_id, to_id, source, target, columns)
-    query = query.order_by(query.selected_columns[0]).offset(offset).limit(limit)
+    after = None if total is None else total - offset - limit  # customers after the page
+    reverse = after is not None and after < offset
+    if reverse and total is not None and after is not None:
+        offset, limit = max(after, 0), min(limit, total - offset)
+    key = query.selected_columns[0]
+    query = query.order_by(key.desc() if reverse else key).offset(offset).limit(limit)
+    rows = list(conn.execute(query).mappings())
     result = []
-    for row in conn.execute(query).mappings():
+    for row in rows[::-1] if reverse else rows:
         item: dict[str, Any] = {"customer_id": row["customer_id"]}
         for prefix in ("from", "to"):
             side = {name: row[f"{prefix}_{name}"] for name in SIDE_COLUMNS}

@@ -132,7 +132,7 @@ def _customer_page(
     count = insights.cell_count(conn, before, after, source, target)
     page = paginate(count, args["page"], args["page_size"])
     rows = insights.transition_customers(
-        conn, from_id, to_id, source, target, offset=page.offset, limit=page.size
+        conn, from_id, to_id, source, target, offset=page.offset, limit=page.size, total=count
     )
     body = page.body(rows)
     body["next"] = _pinned_url(from_id, to_id, page=page.number + 1) if body["next"] else None
