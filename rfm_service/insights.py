@@ -96,12 +96,16 @@ _memo: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 _memo_lock = threading.Lock()
 
 
+def _memo_key(conn: Connection, key: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (conn.engine.url.render_as_string(hide_password=True), *key)
+
+
 def memoized(conn: Connection, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
     """A succeeded run's rows never change, so an aggregate over them is
     computed once per process. ``key`` holds each run's id and finish time
     (ids alone repeat across databases, or after a test empties the tables);
     callers get a copy they may change."""
-    key = (conn.engine.url.render_as_string(hide_password=True), *key)
+    key = _memo_key(conn, key)
     with _memo_lock:
         if key in _memo:
             _memo.move_to_end(key)
@@ -430,15 +434,11 @@ def cell_count(conn: Connection, before: RunRef, after: RunRef, source: str, tar
     when this process has it (the cells' links come from it), else counted.
     Counting a large cell joins two segments of a million-row run on every
     page: 0.4-0.8 s for Others -> Others at 1M customers."""
-    key = (
-        conn.engine.url.render_as_string(hide_password=True),
-        *_transitions_key(before, after),
-    )
+    key = _memo_key(conn, _transitions_key(before, after))
     with _memo_lock:
         counts = _memo.get(key)
-        if counts is not None:
-            _memo.move_to_end(key)
-            return counts.get((source, target), 0)
+    if counts is not None:
+        return int(counts.get((source, target), 0))
     return transition_count(conn, before.id, after.id, source, target)
 
 
