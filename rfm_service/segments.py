@@ -219,7 +219,9 @@ def load_rules(path: str | None) -> tuple[Rule, ...]:
     if file.suffix not in (".toml", ".json"):
         raise RuleError(f"{path}: a segment rules file is .toml or .json")
     try:
-        text = file.read_text(encoding="utf-8")
+        # -sig: a byte order mark (some editors save one) is not content;
+        # tomllib and json refused the file over it.
+        text = file.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise RuleError(f"cannot read segment rules file {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:

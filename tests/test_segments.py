@@ -169,6 +169,17 @@ def test_names_in_other_scripts_keep_their_joiners(tmp_path: Path) -> None:
     assert app.extensions["rfm_rules"][0].name == "\u0645\u06cc\u200c\u062e\u0648\u0627\u0645"
 
 
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+def test_a_rule_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path, suffix: str) -> None:
+    """tomllib and json refused it ("Invalid statement", "Unexpected UTF-8 BOM")."""
+    body = GOOD if suffix == ".toml" else '[{"name": "All", "r": [1, 5], "f": [1, 5], "m": [1, 5]}]'
+    path = tmp_path / f"rules{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"}, env={"RFM_SEGMENT_RULES": str(path)})
+    names = [rule.name for rule in app.extensions["rfm_rules"]]
+    assert names == (["Best", "Sleeping"] if suffix == ".toml" else ["All"])
+
+
 def test_a_rule_file_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
     """It was a UnicodeDecodeError traceback (exit 1 from flask, 2 from celery)."""
     path = tmp_path / "rules.json"
