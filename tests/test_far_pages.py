@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -32,8 +34,9 @@ ORDERS = [
 ORDERINGS = ["-monetary", "monetary", "-customer_id", "frequency,-recency_days", None]
 
 
-def _offsets(app: Flask, url: str) -> tuple[Any, list[int]]:
-    """The body of GET ``url`` and the OFFSET of each statement it sent."""
+@contextmanager
+def offsets_sent(app: Flask) -> Iterator[list[int]]:
+    """The OFFSET of each statement sent while the block runs."""
     offsets: list[int] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
@@ -45,9 +48,15 @@ def _offsets(app: Flask, url: str) -> tuple[Any, list[int]]:
         engine = db.engine
     sa.event.listen(engine, "before_cursor_execute", record)
     try:
-        body = get_json(app.test_client(), url)
+        yield offsets
     finally:
         sa.event.remove(engine, "before_cursor_execute", record)
+
+
+def _offsets(app: Flask, url: str) -> tuple[Any, list[int]]:
+    """The body of GET ``url`` and the OFFSET of each statement it sent."""
+    with offsets_sent(app) as offsets:
+        body = get_json(app.test_client(), url)
     return body, offsets
 
 

@@ -26,6 +26,7 @@ from rfm_service.extensions import db
 from .conftest import add_orders, close_app, make_app
 from .reference import reference_scores
 from .test_api import all_results, assert_error, calculate, get_json
+from .test_far_pages import offsets_sent
 
 UTC = dt.UTC
 AS_OF = dt.date(2026, 1, 31)
@@ -334,17 +335,7 @@ def test_every_page_of_a_cell_matches_and_skips_at_most_half_of_it(
     (source, target), n = cells.most_common(1)[0]
     expected = _cell_customers(two_runs, source, target)
     assert n == len(expected) >= 6
-    offsets: list[int] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        found = re.search(r"OFFSET (\?|%\((\w+)\)s)", statement)
-        if found:
-            offsets.append(params[-1] if found.group(1) == "?" else params[found.group(2)])
-
-    with app.app_context():
-        engine = db.engine
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
+    with offsets_sent(app) as offsets:
         for size in (1, 3, 4):
             url = f"/api/rfm/transitions/?from_segment={source}&to_segment={target}"
             pages = -(-n // size)
@@ -352,8 +343,6 @@ def test_every_page_of_a_cell_matches_and_skips_at_most_half_of_it(
                 body = get_json(client, f"{url}&page_size={size}&page={page}")
                 got = [row["customer_id"] for row in body["results"]]
                 assert got == expected[(page - 1) * size : page * size], (size, page)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
     assert offsets and max(offsets) <= n // 2, offsets
 
 
