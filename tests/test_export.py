@@ -287,10 +287,13 @@ def test_cli_export_writes_through_links_and_into_pipes(app: Flask, tmp_path: Pa
     reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
     reader.start()
     result = runner.invoke(args=["export-rfm", str(fifo)])
-    if reader.is_alive():  # nothing opened the pipe: unblock the reader
-        with fifo.open("wb"):
-            pass
+    # The reader may still be reading what the command wrote: let it finish.
+    # Opening the pipe for writing once it has would wait for a reader that
+    # never comes (the test hung here in CI).
     reader.join(timeout=10)
+    if reader.is_alive():  # nothing opened the pipe: unblock the reader
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=10)
     assert result.exit_code == 0, result.output
     assert received == [body]
     assert stat.S_ISFIFO(fifo.stat().st_mode)
