@@ -153,8 +153,17 @@ def has_scores(conn: Connection, run: RunRef) -> bool:
 
 
 def current_run(conn: Connection) -> RunRef | None:
-    row = conn.execute(select(*_REF_COLUMNS).where(run_table.c.is_current.is_(True))).first()
-    return _ref(row) if row else None
+    found = current_run_segments(conn)
+    return found[0] if found else None
+
+
+def current_run_segments(conn: Connection) -> tuple[RunRef, dict[str, int] | None] | None:
+    """The current run and its stored segment counts, which name every
+    segment of the rule file it was calculated with; one read."""
+    row = conn.execute(
+        select(*_REF_COLUMNS, run_table.c.segment_counts).where(run_table.c.is_current.is_(True))
+    ).first()
+    return (_ref(row), row.segment_counts) if row else None
 
 
 def run_with_scores(conn: Connection, run_id: int, role: str = "run") -> RunRef:

@@ -16,7 +16,6 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import export, insights
-from .api import queries
 from .cli_errors import one_line_errors
 from .extensions import db
 from .segments import resolve_name, run_segment_names
@@ -93,8 +92,7 @@ def export_rfm(file: str, segment: str | None) -> None:
     """
     started = time.perf_counter()
     with db.engine.connect() as conn:
-        run = insights.current_run(conn)
-        counts = queries.run_by_id(conn, run.id)["segment_counts"] if run else None
+        run, counts = insights.current_run_segments(conn) or (None, None)
     segment = _segment(segment, counts)
     if run is None:
         raise click.ClickException("no calculation has succeeded yet; nothing to export")

@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response
-from marshmallow import ValidationError
 
 from .. import export, insights
 from ..extensions import db
-from . import queries
 from .errors import DetailSchema, fail
 from .fields import run_segment
 from .parsing import Blueprint
@@ -45,13 +43,9 @@ def export_csv(args: dict[str, Any]) -> Response:
     """
     segment = args.get("segment")
     with db.engine.connect() as conn:
-        run = insights.current_run(conn)
-        counts = queries.run_by_id(conn, run.id)["segment_counts"] if run else None
-    if segment is not None:
-        try:  # the run's own segments, which a changed rule file does not rename
-            segment = run_segment(segment, run.id if run else None, counts)
-        except ValidationError as exc:
-            fail(400, f"segment: {exc.messages[0]}")
+        run, counts = insights.current_run_segments(conn) or (None, None)
+    if segment is not None:  # the run's own segments, which a changed rule file does not rename
+        segment = run_segment(segment, run.id if run else None, counts)
     if run is None:
         fail(404, "no calculation has succeeded yet")
     name = export.filename(run.id, run.as_of, segment)

@@ -13,6 +13,7 @@ from marshmallow import fields
 
 from ..segments import resolve_name, resolve_segment, run_segment_names, segment_names, slugify
 from ..timeutil import DATE_PATTERN, UTC
+from .errors import fail
 from .queries import ORDERING_COLUMNS
 
 
@@ -32,8 +33,8 @@ def run_segment(text: str, run_id: int | None, counts: Mapping[str, Any] | None)
     """Segment ``text`` (name in any case, or slug) of run ``run_id``, whose
     stored ``counts`` name every segment of the rule table it was calculated
     with: a run keeps its own names when the rule file changes, and a name
-    it never had is unknown there rather than an empty segment. Raises
-    ``ValidationError`` saying which names the run has."""
+    it never had is unknown there rather than an empty segment: a 400
+    saying which names the run has."""
     rules = current_app.extensions["rfm_rules"]
     names = run_segment_names(rules, counts)  # no run yet: the configured table's
     name = resolve_name(names, text)
@@ -45,7 +46,7 @@ def run_segment(text: str, run_id: int | None, counts: Mapping[str, Any] | None)
             f"; run {run_id} was calculated with another segment rule file, "
             "and its scores keep the segments of that file"
         )
-    raise ma.ValidationError(detail)
+    fail(400, f"segment: {detail}")
 
 
 class StrictDate(fields.Date):

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify
-from marshmallow import ValidationError
 
 from .. import insights
 from ..extensions import db
@@ -55,7 +54,8 @@ def _score_page(args: dict[str, Any]) -> Response:
         else:
             run = queries.current_run(conn)
         if segment is not None:
-            segment = _segment_of(run, segment)
+            counts = run.segment_counts if run else None
+            segment = run_segment(segment, run.id if run else None, counts)
         count = queries.score_count(conn, run, segment) if run else 0
         page = paginate(count, args["page"], args["page_size"])
         rows = []
@@ -71,14 +71,6 @@ def _score_page(args: dict[str, Any]) -> Response:
             )
     pin = {"run": str(run.id)} if run is not None else None
     return jsonify(page.body([score_object(row) for row in rows], pin))
-
-
-def _segment_of(run: queries.CurrentRun | None, text: str) -> str:
-    """The segment ``text`` names in ``run`` (its own names), or a 400."""
-    try:
-        return run_segment(text, run.id if run else None, run.segment_counts if run else None)
-    except ValidationError as exc:
-        fail(400, f"segment: {exc.messages[0]}")
 
 
 @bp.route("/", methods=["GET"], strict_slashes=False)
